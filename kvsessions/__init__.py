@@ -1,0 +1,72 @@
+"""kvsessions: durable, fast conversation sessions for AI-agent code.
+
+Everything public is re-exported here; the modules behind it are implementation.
+"""
+
+from .async_api import AsyncSessionManager
+from .errors import (
+    ConflictError,
+    CorruptRecordError,
+    InvalidIdError,
+    InvalidSessionError,
+    InvalidValueError,
+    KVSessionsError,
+    SchemaVersionError,
+    SessionArchivedError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedOperationError,
+)
+from .model import Message, Session, SessionStatus
+from .stores import (
+    KVSessionStore,
+    LMDBSessionStore,
+    MemorySessionStore,
+    SessionStore,
+    SQLiteSessionStore,
+)
+from .sync_api import SessionManager
+
+__all__ = [
+    "AsyncSessionManager",
+    "ConflictError",
+    "CorruptRecordError",
+    "InvalidIdError",
+    "InvalidSessionError",
+    "InvalidValueError",
+    "KVSessionStore",
+    "KVSessionsError",
+    "LMDBSessionStore",
+    "MemorySessionStore",
+    "Message",
+    "SQLiteSessionStore",
+    "SchemaVersionError",
+    "Session",
+    "SessionArchivedError",
+    "SessionExistsError",
+    "SessionManager",
+    "SessionNotFoundError",
+    "SessionStatus",
+    "SessionStore",
+    "StoreClosedError",
+    "StoreConfigError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnsupportedOperationError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("kvsessions")
+        except PackageNotFoundError:  # running from a source tree without install
+            return "0.0.0+unknown"
+    raise AttributeError(f"module 'kvsessions' has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""``AsyncSessionManager``: the asyncio face of the session core.
+
+The same plans as :class:`~kvsessions.SessionManager`, driven without blocking the event
+loop: a local engine's plan runs whole in a bounded worker pool (one transaction in one
+thread, never held across an ``await``); a backend with a native asyncio driver, or a
+user's store with ``async def`` methods, is awaited directly.
+
+If the task awaiting a save is cancelled, the worker still finishes that save: it commits
+whole or not at all, and the manager stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from functools import partial
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .core import Job
+from .errors import StoreClosedError
+from .model import Session, utcnow
+from .stores import LMDBSessionStore, SessionStore
+
+__all__ = ["AsyncSessionManager"]
+
+T = TypeVar("T")
+DEFAULT_WORKERS = min(8, (os.cpu_count() or 1) + 2)
+
+
+class AsyncSessionManager:
+    """Create, save, load, list, archive and delete sessions from asyncio code.
+
+    ``max_workers`` bounds the threads that run blocking engine work (default
+    ``min(8, cpus + 2)``).  Other arguments as for :class:`~kvsessions.SessionManager`.
+    """
+
+    def __init__(self, store: SessionStore | None = None, *,
+                 clock: Callable[[], datetime] = utcnow,
+                 max_workers: int | None = None) -> None:
+        self.store = store if store is not None else LMDBSessionStore()
+        self._ops = self.store._operations(clock)
+        self._backend = self.store._backend
+        self._pool = ThreadPoolExecutor(max_workers or DEFAULT_WORKERS,
+                                        thread_name_prefix="kvsessions")
+        self._closed = False
+
+    async def _run(self, job: Job[T]) -> T:
+        if self._closed:
+            job.plan.close()
+            raise StoreClosedError("this AsyncSessionManager was closed; create a new one")
+        run_async = getattr(self._backend, "run_async", None)
+        if run_async is not None:
+            return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
+        call = partial(self._backend.run, job.plan, write=job.write)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)  # type: ignore[no-any-return]
+
+    async def create_session(self, user_id: str, metadata: dict[str, Any] | None = None,
+                             session_id: str | None = None) -> Session:
+        """Create and save a new session; ``SessionExistsError`` if the id is taken."""
+        return await self._run(self._ops.create(user_id, metadata, session_id))
+
+    async def save(self, session: Session, *, expect_version: int | None = None) -> Session:
+        """Write what changed in one atomic commit; the session then mirrors the store.
+
+        Concurrent appends all survive and state merges per key.  With ``expect_version``
+        the save fails with ``ConflictError`` unless the stored version is that one.
+        """
+        return await self._run(self._ops.save(session, expect_version))
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The stored session with all its messages, or ``None``."""
+        return await self._run(self._ops.get(session_id))
+
+    async def get_sessions_for_user(self, user_id: str) -> list[Session]:
+        """All of a user's sessions (active and archived), oldest first, from the index."""
+        return await self._run(self._ops.for_user(user_id))
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete a session and its messages; return whether it existed."""
+        return await self._run(self._ops.delete(session_id))
+
+    async def archive(self, session_id: str) -> bool:
+        """Mark a session archived (read-only, still loadable); False if it already was."""
+        return await self._run(self._ops.archive(session_id))
+
+    async def restore(self, session_id: str) -> bool:
+        """Make an archived session active again; False if it already was active."""
+        return await self._run(self._ops.restore(session_id))
+
+    async def archive_inactive(self, days: float = 30) -> int:
+        """Archive every active session not saved for ``days``; return how many."""
+        return await self._run(self._ops.archive_inactive(days))
+
+    async def clear_all(self) -> None:
+        """Delete every session in this store (and nothing outside it)."""
+        return await self._run(self._ops.clear_all())
+
+    async def close(self) -> None:
+        """Finish in-flight work, then close the pool and the store."""
+        if not self._closed:
+            self._closed = True
+            await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+            result = self.store.close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def __aenter__(self) -> AsyncSessionManager:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,178 @@
+"""The key-value protocol every backend speaks, and the one loop that drives a plan over it.
+
+Session logic (``kvsessions.core``) is written as *plans*: generators that yield the
+operations below and receive their answers, never touching I/O themselves.  A backend only
+has to answer four operations:
+
+``Get(key)``
+    -> the value, or ``None``.
+``Scan(start, stop, limit, reverse)``
+    -> ``[(key, value), ...]`` for ``start <= key < stop`` in key order (or reversed).
+``Batch(ops)``
+    -> a tuple with the answer of each ``Get``/``Scan``, all read from one snapshot.
+``Commit(expect, put, delete, delete_ranges)``
+    -> ``None`` once applied atomically, or :class:`Conflict` with the current values of the
+    ``expect`` keys when one of them differs (``None`` expected = key absent); then nothing
+    was written.  Deletes apply before puts.
+
+A local backend (memory, LMDB, SQLite) runs a whole plan inside one transaction: a write
+plan holds the engine's write lock from its first read to its commit, so its expectations
+hold and the commit never conflicts; after a commit the next operation starts a new
+transaction.  A remote backend (Redis) answers each operation with a round trip and checks
+``expect`` server-side.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from ..errors import StoreClosedError
+
+__all__ = [
+    "Batch",
+    "Commit",
+    "Conflict",
+    "Get",
+    "LocalBackend",
+    "Op",
+    "Plan",
+    "Scan",
+    "Transaction",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(slots=True)
+class Get:
+    key: bytes
+
+
+@attrs.frozen(slots=True)
+class Scan:
+    start: bytes
+    stop: bytes
+    limit: int | None = None
+    reverse: bool = False
+
+
+@attrs.frozen(slots=True)
+class Batch:
+    ops: tuple[Get | Scan, ...]
+
+
+@attrs.frozen(slots=True)
+class Commit:
+    expect: Mapping[bytes, bytes | None] = attrs.field(factory=dict)
+    put: Mapping[bytes, bytes] = attrs.field(factory=dict)
+    delete: Sequence[bytes] = ()
+    delete_ranges: Sequence[tuple[bytes, bytes]] = ()
+
+
+@attrs.frozen(slots=True)
+class Conflict:
+    current: Mapping[bytes, bytes | None]
+
+
+Op = Get | Scan | Batch | Commit
+Plan = Generator[Op, Any, T]
+
+
+class Transaction(abc.ABC):
+    """One engine transaction, used by a single thread, never across an ``await``."""
+
+    @abc.abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def scan(self, start: bytes, stop: bytes, limit: int | None,
+             reverse: bool) -> list[tuple[bytes, bytes]]: ...
+
+    @abc.abstractmethod
+    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
+              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+        """Apply deletes, then range deletes, then puts (not yet durable)."""
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+    def answer(self, op: Get | Scan) -> Any:
+        if type(op) is Get:
+            return self.get(op.key)
+        return self.scan(op.start, op.stop, op.limit, op.reverse)
+
+
+class LocalBackend(abc.ABC):
+    """An embedded engine: runs each plan in its own transaction(s), in the calling thread."""
+
+    #: What ``durability`` means for this engine, for docs and ``repr``.
+    durability: str = "full"
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._pid = os.getpid()
+
+    @abc.abstractmethod
+    def _begin(self, write: bool) -> Transaction: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    def _after_fork(self) -> None:  # noqa: B027 (an optional hook, empty by default)
+        """Drop engine handles inherited from the parent process (reopened lazily)."""
+
+    def close(self) -> None:
+        """Release the engine; later use raises :class:`StoreClosedError`."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def run(self, plan: Plan[T], *, write: bool) -> T:
+        """Drive ``plan`` to completion; ``write`` plans hold the write lock while they run."""
+        if self._closed:
+            plan.close()
+            raise StoreClosedError("this store was closed; open a new store object to use it")
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._after_fork()
+            self._pid = os.getpid()
+        txn: Transaction | None = None
+        answer: Any = None
+        try:
+            while True:
+                op = plan.send(answer)
+                if txn is None:
+                    txn = self._begin(write)
+                if type(op) is Commit:
+                    answer = _commit(txn, op)
+                    if answer is None:
+                        txn = None
+                elif type(op) is Batch:
+                    answer = tuple(txn.answer(inner) for inner in op.ops)
+                else:
+                    answer = txn.answer(op)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            if txn is not None:
+                txn.abort()
+
+
+def _commit(txn: Transaction, op: Commit) -> Conflict | None:
+    current = {key: txn.get(key) for key in op.expect}
+    if any(current[key] != expected for key, expected in op.expect.items()):
+        return Conflict(current)
+    txn.write(op.put, op.delete, op.delete_ranges)
+    txn.commit()
+    return None

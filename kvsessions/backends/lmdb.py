@@ -1,0 +1,187 @@
+"""The LMDB backend: one LMDB environment (a directory), one database inside it.
+
+LMDB serializes writers across threads and processes with its own lock, so a write plan
+that holds a write transaction from its first read to its commit cannot be interleaved.
+Durability:
+
+``"full"`` (default)
+    ``sync=True``: every commit is fsynced before ``save`` returns; an acknowledged save
+    survives power loss.
+``"fast"``
+    ``sync=False``: commits reach the OS page cache, not the disk.  An acknowledged save
+    survives a crash of the process, but power loss or an OS crash can lose the last
+    commits (never corrupt the database: LMDB's copy-on-write pages keep it consistent).
+
+LMDB forbids opening one environment twice in a process (it would break its locks), so
+stores on the same path share one environment handle, reference-counted.  A process that
+forks after opening the store reopens the environment in the child on first use, as LMDB
+requires.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lmdb
+
+from ..errors import StoreConfigError, StoreError
+from .base import LocalBackend, Transaction
+
+__all__ = ["LMDBBackend"]
+
+DEFAULT_MAP_SIZE = 2**36 if sys.maxsize > 2**32 else 2**30  # virtual; the file grows as used
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[int, str], list[object]] = {}  # (pid, path) -> [env, refs, durability]
+
+
+class LMDBBackend(LocalBackend):
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
+                 map_size: int = DEFAULT_MAP_SIZE) -> None:
+        super().__init__()
+        if durability not in ("full", "fast"):
+            raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
+        self.durability = durability
+        self.path = Path(path)
+        self._map_size = map_size
+        self._env = self._open()
+
+    def _open(self) -> lmdb.Environment:
+        with _shared_lock:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._share_key = (os.getpid(), str(self.path.resolve()))
+            except OSError as exc:
+                raise StoreError(f"cannot create the LMDB directory {self.path}: {exc}") from exc
+            entry = _shared.get(self._share_key)
+            if entry is None:
+                entry = _shared[self._share_key] = [self._open_env(), 0, self.durability]
+            elif entry[2] != self.durability:
+                raise StoreConfigError(
+                    f"LMDB store {self.path} is already open in this process with durability="
+                    f"{entry[2]!r}; open it with the same durability (LMDB shares one handle)"
+                )
+            entry[1] += 1  # type: ignore[operator]
+            return entry[0]
+
+    def _release(self) -> None:
+        with _shared_lock:
+            entry = _shared.get(self._share_key)
+            if entry is not None and entry[0] is self._env:
+                entry[1] -= 1  # type: ignore[operator]
+                if entry[1] == 0:
+                    del _shared[self._share_key]
+                    self._env.close()
+
+    def _open_env(self) -> lmdb.Environment:
+        try:
+            return lmdb.open(
+                str(self.path), map_size=self._map_size, subdir=True, max_dbs=0,
+                sync=self.durability == "full", metasync=self.durability == "full",
+                readahead=False, max_readers=512, lock=True,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open LMDB store at {self.path}: {exc}; check the path is a writable "
+                "directory (or a new path) and not opened by an incompatible LMDB version"
+            ) from exc
+
+    def _after_fork(self) -> None:
+        self._env = self._open()  # the parent's handle must not be touched (nor closed) here
+
+    def _begin(self, write: bool) -> Transaction:
+        try:
+            return _LMDBTxn(self._env.begin(write=write, buffers=False), self)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            return _LMDBTxn(self._env.begin(write=write, buffers=False), self)
+        except lmdb.Error as exc:
+            raise StoreError(f"LMDB store at {self.path} failed to start a transaction: {exc}") \
+                from exc
+
+    def _close(self) -> None:
+        self._release()
+
+    def sync(self) -> None:
+        """Flush everything committed so far to disk (useful with ``durability="fast"``)."""
+        self._env.sync(True)
+
+
+class _LMDBTxn(Transaction):
+    def __init__(self, txn: lmdb.Transaction, backend: LMDBBackend) -> None:
+        self._txn = txn
+        self._backend = backend
+        self._done = False
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._txn.get(key)  # type: ignore[no-any-return]
+
+    def scan(self, start: bytes, stop: bytes, limit: int | None,
+             reverse: bool) -> list[tuple[bytes, bytes]]:
+        rows: list[tuple[bytes, bytes]] = []
+        if limit is not None and limit <= 0:
+            return rows
+        with self._txn.cursor() as cursor:
+            if reverse:
+                found = cursor.set_range(stop)
+                found = cursor.prev() if found else cursor.last()
+                while found:
+                    key = cursor.key()
+                    if key < start:
+                        break
+                    if key < stop:
+                        rows.append((key, cursor.value()))
+                        if limit is not None and len(rows) >= limit:
+                            break
+                    found = cursor.prev()
+            else:
+                found = cursor.set_range(start)
+                for key, value in cursor.iternext() if found else ():
+                    if key >= stop:
+                        break
+                    rows.append((key, value))
+                    if limit is not None and len(rows) >= limit:
+                        break
+        return rows
+
+    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
+              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+        txn = self._txn
+        try:
+            for key in delete:
+                txn.delete(key)
+            if delete_ranges:
+                with txn.cursor() as cursor:
+                    for start, stop in delete_ranges:
+                        found = cursor.set_range(start)
+                        while found and cursor.key() < stop:
+                            found = cursor.delete()
+            for key, value in put.items():
+                txn.put(key, value)
+        except lmdb.MapFullError as exc:
+            raise StoreError(
+                f"the LMDB store at {self._backend.path} is full (map_size="
+                f"{self._backend._map_size} bytes); nothing was written. Reopen it with a "
+                "larger LMDBSessionStore(path, map_size=...)"
+            ) from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"LMDB write failed at {self._backend.path}: {exc}; nothing was "
+                             "written") from exc
+
+    def commit(self) -> None:
+        self._done = True
+        try:
+            self._txn.commit()
+        except lmdb.Error as exc:
+            raise StoreError(f"LMDB commit failed at {self._backend.path}: {exc}; nothing was "
+                             "written (check free disk space)") from exc
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._txn.abort()

@@ -1,0 +1,84 @@
+"""The in-memory backend: a dict plus a sorted key list, guarded by one lock.
+
+For tests, demos and caches: nothing survives the process.  A write plan holds the lock
+for its whole run, so plans are serialized exactly as on the disk engines; a commit applies
+its writes in one step under that lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Mapping, Sequence
+
+from .base import LocalBackend, Transaction
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend(LocalBackend):
+    durability = "none"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+        self._lock = threading.RLock()
+
+    def _begin(self, write: bool) -> Transaction:
+        return _MemoryTxn(self)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._keys.clear()
+
+
+class _MemoryTxn(Transaction):
+    def __init__(self, backend: MemoryBackend) -> None:
+        self._b = backend
+        self._lock = backend._lock
+        self._lock.acquire()
+        self._held = True
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._b._data.get(key)
+
+    def scan(self, start: bytes, stop: bytes, limit: int | None,
+             reverse: bool) -> list[tuple[bytes, bytes]]:
+        keys = self._b._keys
+        lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
+        if limit is not None:
+            lo, hi = (max(lo, hi - limit), hi) if reverse else (lo, min(hi, lo + limit))
+        selected = keys[lo:hi]
+        if reverse:
+            selected.reverse()
+        data = self._b._data
+        return [(key, data[key]) for key in selected]
+
+    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
+              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+        data, keys = self._b._data, self._b._keys
+        for key in delete:
+            if data.pop(key, None) is not None:
+                del keys[bisect.bisect_left(keys, key)]
+        for start, stop in delete_ranges:
+            lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
+            for key in keys[lo:hi]:
+                del data[key]
+            del keys[lo:hi]
+        for key, value in put.items():
+            if key not in data:
+                bisect.insort(keys, key)
+            data[key] = bytes(value)
+
+    def commit(self) -> None:
+        self._release()
+
+    def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()

@@ -1,0 +1,154 @@
+"""The SQLite backend: one ``WITHOUT ROWID`` table of (key BLOB PRIMARY KEY, value BLOB).
+
+WAL mode; each thread uses its own connection (sqlite3 connections belong to one thread),
+opened lazily and reopened after ``fork``.  Write plans run in ``BEGIN IMMEDIATE``, which
+takes SQLite's write lock at once, so plans in other threads and processes wait (up to
+``timeout`` seconds) instead of interleaving.  Durability:
+
+``"full"`` (default)
+    ``synchronous=FULL``: the WAL is fsynced at every commit; an acknowledged save survives
+    power loss.
+``"fast"``
+    ``synchronous=NORMAL``: the WAL is fsynced only at checkpoints.  An acknowledged save
+    survives a process crash; power loss or an OS crash can roll back the last commits
+    (the database stays consistent).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import StoreConfigError, StoreError
+from .base import LocalBackend, Transaction
+
+__all__ = ["SQLiteBackend"]
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+
+
+class SQLiteBackend(LocalBackend):
+    def __init__(self, path: str | os.PathLike[str], *, table_name: str = "kvsessions",
+                 durability: str = "full", timeout: float = 30.0) -> None:
+        super().__init__()
+        if durability not in ("full", "fast"):
+            raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
+        if not isinstance(table_name, str) or not _TABLE_NAME.match(table_name):
+            raise StoreConfigError(
+                f"table_name must be a plain SQL identifier (letters, digits, _; at most 63), "
+                f"got {table_name!r}"
+            )
+        self.durability = durability
+        self.path = Path(path)
+        self.table_name = table_name
+        self._timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        t = table_name
+        self._sql_get = f"SELECT v FROM {t} WHERE k = ?"
+        self._sql_scan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
+        self._sql_rscan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC"
+        self._sql_put = f"INSERT OR REPLACE INTO {t} (k, v) VALUES (?, ?)"
+        self._sql_del = f"DELETE FROM {t} WHERE k = ?"
+        self._sql_del_range = f"DELETE FROM {t} WHERE k >= ? AND k < ?"
+        self._connection()  # open now, so a bad path fails here and not at first use
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            if self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table_name} "
+                         "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}; check the path "
+                             "is a writable file location") from exc
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _after_fork(self) -> None:
+        self._local = threading.local()  # never reuse (or close) the parent's connections
+        self._all = []
+
+    def _begin(self, write: bool) -> Transaction:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self, "start a transaction") from exc
+        return _SQLiteTxn(conn, self)
+
+    def _close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def _wrap(exc: sqlite3.Error, backend: SQLiteBackend, doing: str) -> StoreError:
+    hint = ""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        hint = f"; another writer held the lock longer than timeout={backend._timeout}s"
+    elif "full" in str(exc):
+        hint = "; free some disk space"
+    return StoreError(f"SQLite store at {backend.path} failed to {doing}: {exc}{hint}; "
+                      "nothing was written")
+
+
+class _SQLiteTxn(Transaction):
+    def __init__(self, conn: sqlite3.Connection, backend: SQLiteBackend) -> None:
+        self._conn = conn
+        self._b = backend
+        self._done = False
+
+    def get(self, key: bytes) -> bytes | None:
+        row = self._conn.execute(self._b._sql_get, (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def scan(self, start: bytes, stop: bytes, limit: int | None,
+             reverse: bool) -> list[tuple[bytes, bytes]]:
+        sql = self._b._sql_rscan if reverse else self._b._sql_scan
+        if limit is not None:
+            return self._conn.execute(sql + " LIMIT ?", (start, stop, limit)).fetchall()
+        return self._conn.execute(sql, (start, stop)).fetchall()
+
+    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
+              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+        conn = self._conn
+        try:
+            if delete:
+                conn.executemany(self._b._sql_del, [(key,) for key in delete])
+            if delete_ranges:
+                conn.executemany(self._b._sql_del_range, delete_ranges)
+            conn.executemany(self._b._sql_put, put.items())
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self._b, "write") from exc
+
+    def commit(self) -> None:
+        self._done = True
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise _wrap(exc, self._b, "commit") from exc
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")

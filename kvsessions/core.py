@@ -1,0 +1,445 @@
+"""Session logic, written once and free of I/O: every operation is a *plan*.
+
+A plan is a generator that yields key-value operations (``backends.base``: Get, Scan,
+Batch, Commit) and receives their answers.  It decides everything — which keys, what to
+expect, how to merge after a conflict — and the facades only drive it: ``SessionManager``
+with blocking calls, ``AsyncSessionManager`` from an event loop.  Nothing here imports an
+engine, a thread or asyncio.
+
+Saves are optimistic: a save expects the stored header to be the one the session was
+loaded with (its compare-and-set token) and commits new messages, the merged header and
+the index entries at once.  If another writer got there first, the backend answers with
+the current header; the plan reads the messages it missed, re-bases its changes on the
+current state (appends go after the others' appends; state and metadata merge per key)
+and commits again.  Local engines run the whole plan under their write lock, so there the
+first attempt always wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from . import keys
+from .backends.base import Batch, Commit, Conflict, Get, Plan, Scan
+from .codec import (
+    FORMAT_VERSION,
+    HeaderRecord,
+    check_json_value,
+    decode_header,
+    decode_message,
+    encode_header,
+    encode_message,
+    from_micros,
+    to_micros,
+)
+from .errors import (
+    ConflictError,
+    InvalidSessionError,
+    SchemaVersionError,
+    SessionArchivedError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreConfigError,
+)
+from .model import Message, Session, SessionStatus, SyncBase, new_session_id
+
+__all__ = ["Job", "KVOperations", "ensure_format"]
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (only remote stores retry)
+ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
+_MISSING: Any = object()
+
+
+@attrs.frozen(slots=True)
+class Job(Generic[T]):
+    """A plan plus whether it writes (local engines then take their write lock first)."""
+
+    plan: Plan[T]
+    write: bool
+
+
+class KVOperations:
+    """The manager operations as plans over the key-value protocol."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+
+    def _now_us(self) -> int:
+        return to_micros(self._clock())
+
+    def create(self, user_id: str, metadata: dict[str, Any] | None,
+               session_id: str | None) -> Job[Session]:
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
+        now = self._clock()
+        session = Session(session_id=new_session_id() if session_id is None else session_id,
+                          user_id=user_id, metadata=dict(metadata or {}), created_at=now,
+                          updated_at=now)
+        return Job(_returning(_save(session, to_micros(now), None), session), write=True)
+
+    def save(self, session: Session, expect_version: int | None) -> Job[Session]:
+        if not isinstance(session, Session):
+            raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
+        return Job(_returning(_save(session, self._now_us(), expect_version), session), True)
+
+    def get(self, session_id: str) -> Job[Session | None]:
+        return Job(_load(session_id), write=False)
+
+    def for_user(self, user_id: str) -> Job[list[Session]]:
+        return Job(_sessions_for_user(user_id), write=False)
+
+    def delete(self, session_id: str) -> Job[bool]:
+        return Job(_delete(session_id), write=True)
+
+    def archive(self, session_id: str) -> Job[bool]:
+        return Job(_set_status(session_id, SessionStatus.ARCHIVED, None), write=True)
+
+    def restore(self, session_id: str) -> Job[bool]:
+        return Job(_set_status(session_id, SessionStatus.ACTIVE, self._now_us()), write=True)
+
+    def archive_inactive(self, days: float) -> Job[int]:
+        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+            raise InvalidSessionError(f"days must be a non-negative number, got {days!r}")
+        cutoff = to_micros(self._clock() - timedelta(days=days))
+        return Job(_archive_inactive(cutoff), write=True)
+
+    def clear_all(self) -> Job[None]:
+        return Job(_clear_all(), write=True)
+
+
+def ensure_format() -> Plan[None]:
+    """Record this store's format version, or refuse a store written by a newer one."""
+    stored = yield Get(keys.FORMAT_KEY)
+    if stored is None:
+        answer = yield Commit(expect={keys.FORMAT_KEY: None},
+                              put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()})
+        if answer is None:
+            return
+        stored = answer.current[keys.FORMAT_KEY]
+    try:
+        version = int(stored)
+    except ValueError:
+        raise StoreConfigError(f"this store's format marker {stored!r:.40} is not kvsessions'; "
+                               "point the store at a path or table of its own") from None
+    if version > FORMAT_VERSION:
+        raise SchemaVersionError(
+            f"this store was written by a newer kvsessions (format {version}; this one reads "
+            f"{FORMAT_VERSION}); upgrade kvsessions to open it"
+        )
+
+
+def _returning(plan: Plan[Any], value: T) -> Plan[T]:
+    yield from plan
+    return value
+
+
+# -- loading ---------------------------------------------------------------------------
+
+def _load(session_id: str) -> Plan[Session | None]:
+    keys.check_id(session_id, "session_id")
+    header, rows = yield Batch((Get(keys.header_key(session_id)),
+                                Scan(*keys.message_range(session_id))))
+    return None if header is None else _build(session_id, header, rows)
+
+
+def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) -> Session:
+    record = decode_header(header)
+    session = Session(
+        session_id=session_id, user_id=record.user_id, metadata=record.metadata,
+        messages=[decode_message(value) for _, value in rows], state=record.state,
+        status=record.status, created_at=from_micros(record.created_at),
+        updated_at=from_micros(record.updated_at),
+    )
+    _mark_synced(session, header)
+    return session
+
+
+def _mark_synced(session: Session, header: bytes) -> None:
+    session._base = SyncBase(header=header, record=decode_header(header))
+    session._synced = len(session.messages)
+
+
+def _sessions_for_user(user_id: str) -> Plan[list[Session]]:
+    keys.check_id(user_id, "user_id")
+    start, stop = keys.user_range(user_id)
+    index = yield Scan(start, stop)
+    fixed = len(start) + 8
+    sids = [keys.parse_index_sid(key, fixed) for key, _ in index]
+    if not sids:
+        return []
+    reads: list[Get | Scan] = []
+    for sid in sids:
+        reads += (Get(keys.header_key(sid)), Scan(*keys.message_range(sid)))
+    answers = yield Batch(tuple(reads))
+    sessions = []
+    for position, sid in enumerate(sids):
+        header, rows = answers[2 * position], answers[2 * position + 1]
+        if header is not None:  # an index entry without a header is stale: skip it
+            session = _build(sid, header, rows)
+            if session.user_id == user_id:
+                sessions.append(session)
+    return sessions
+
+
+# -- saving ----------------------------------------------------------------------------
+
+@attrs.frozen(slots=True)
+class _Changes:
+    """What a session changed since it was loaded, ready to apply on any stored header."""
+
+    pending: list[Message]
+    state_set: dict[str, Any]
+    state_del: list[str]
+    meta_set: dict[str, Any]
+    meta_del: list[str]
+    status: SessionStatus | None  # the new status, if the session changed it
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.state_set or self.state_del or self.meta_set
+                    or self.meta_del or self.status is not None)
+
+    def touches_content(self) -> bool:
+        return bool(self.pending or self.state_set or self.state_del or self.meta_set
+                    or self.meta_del)
+
+
+def _changes(session: Session) -> _Changes:
+    base = session._base.record if session._base is not None else None
+    for field, value in (("state", session.state), ("metadata", session.metadata)):
+        if type(value) is not dict:
+            raise InvalidSessionError(f"session.{field} must be a dict, got "
+                                      f"{type(value).__name__}")
+    state_set, state_del = _dict_changes(session.state, base.state if base else {}, "state")
+    meta_set, meta_del = _dict_changes(session.metadata, base.metadata if base else {},
+                                       "metadata")
+    pending = session.messages[session._synced:]
+    for message in pending:
+        if not isinstance(message, Message):
+            raise InvalidSessionError("session.messages may only hold Message objects; use "
+                                      f"session.add_message(), got {type(message).__name__}")
+        if not isinstance(message.role, str) or not message.role:
+            raise InvalidSessionError(f"message role must be a non-empty str, got "
+                                      f"{message.role!r}")
+        check_json_value(message.content, "message content")
+        check_json_value(message.extras, "message extras")
+    status = None
+    if base is None or session.status != base.status:
+        status = session.status
+    return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
+
+
+def _dict_changes(current: dict[str, Any], base: dict[str, Any],
+                  where: str) -> tuple[dict[str, Any], list[str]]:
+    changed = {}
+    for key, value in current.items():
+        if not _same(value, base.get(key, _MISSING)):
+            if type(key) is not str:
+                raise InvalidSessionError(f"{where} keys must be str, got {key!r}")
+            check_json_value(value, f"{where}[{key!r}]")
+            changed[key] = value
+    return changed, [key for key in base if key not in current]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with types, as JSON sees it (Python's ``1 == 1.0 == True`` is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[None]:
+    sid = session.session_id
+    keys.check_id(sid, "session_id")
+    keys.check_id(session.user_id, "user_id")
+    changes = _changes(session)
+    base = session._base
+    if base is not None and not changes and expect_version is None:
+        return  # nothing to write
+    created_us = to_micros(session.created_at)
+    hkey = keys.header_key(sid)
+    current_bytes = base.header if base is not None else None
+    current: HeaderRecord | None = base.record if base is not None else None
+    if expect_version is not None and (current.version if current else 0) != expect_version:
+        current_bytes = yield Get(hkey)  # our copy is not what the caller expects: look
+        current = decode_header(current_bytes) if current_bytes is not None else None
+    known_next = base.record.next_seq if base is not None else 0
+    missed: list[Message] = []
+    for _ in range(MAX_ATTEMPTS):
+        _check_can_save(session, base, current, changes, expect_version)
+        header, commit = _commit_for(session, current, current_bytes, changes, now_us,
+                                     created_us)
+        answer = yield commit
+        if answer is None:
+            break
+        assert isinstance(answer, Conflict)
+        current_bytes = answer.current[hkey]
+        current = decode_header(current_bytes) if current_bytes is not None else None
+        if current is not None and base is not None and current.next_seq > known_next:
+            rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
+            missed += (decode_message(value) for _, value in rows)
+            known_next = current.next_seq
+    else:
+        raise ConflictError(f"session {sid!r} kept changing under {MAX_ATTEMPTS} save attempts; "
+                            "retry later")
+    first_seq = current.next_seq if current is not None else 0
+    saved = [attrs.evolve(m, seq=first_seq + i) for i, m in enumerate(changes.pending)]
+    session.messages[session._synced:] = missed + saved
+    new = decode_header(header)
+    session.state.clear()
+    session.state.update(new.state)
+    session.metadata.clear()
+    session.metadata.update(new.metadata)
+    session.status = new.status
+    session.created_at = from_micros(new.created_at)
+    session.updated_at = from_micros(new.updated_at)
+    _mark_synced(session, header)
+
+
+def _check_can_save(session: Session, base: SyncBase | None, current: HeaderRecord | None,
+                    changes: _Changes, expect_version: int | None) -> None:
+    sid = session.session_id
+    if expect_version is not None and (current.version if current else 0) != expect_version:
+        raise ConflictError(
+            f"session {sid!r} is at version {current.version if current else 0}, not the "
+            f"expected {expect_version}; reload it with get_session() and reapply the change"
+        )
+    if current is None and base is not None:
+        raise SessionNotFoundError(f"session {sid!r} was deleted since it was loaded; create "
+                                   "it again (create_session) to keep writing")
+    if current is None:
+        return
+    if base is None:
+        raise SessionExistsError(f"a session with id {sid!r} already exists; load it with "
+                                 "get_session() and save that object, or pick another id")
+    if current.user_id != session.user_id:
+        raise InvalidSessionError(f"session {sid!r} belongs to user {current.user_id!r}; a "
+                                  "session's user_id cannot change (create a new session)")
+    if (current.status is SessionStatus.ARCHIVED and changes.touches_content()
+            and changes.status is not SessionStatus.ACTIVE):
+        raise SessionArchivedError(f"session {sid!r} is archived; restore it (manager.restore "
+                                   "or session.status = 'active') before adding to it")
+
+
+def _commit_for(session: Session, current: HeaderRecord | None, current_bytes: bytes | None,
+                changes: _Changes, now_us: int, created_us: int) -> tuple[bytes, Commit]:
+    sid = session.session_id
+    first_seq = current.next_seq if current is not None else 0
+    state = dict(current.state) if current is not None else {}
+    metadata = dict(current.metadata) if current is not None else {}
+    state.update(changes.state_set)
+    metadata.update(changes.meta_set)
+    for key in changes.state_del:
+        state.pop(key, None)
+    for key in changes.meta_del:
+        metadata.pop(key, None)
+    status = changes.status or (current.status if current else SessionStatus.ACTIVE)
+    record = HeaderRecord(
+        user_id=session.user_id,
+        created_at=current.created_at if current is not None else created_us,
+        updated_at=now_us, status=status,
+        version=(current.version if current is not None else 0) + 1,
+        next_seq=first_seq + len(changes.pending),
+        count=(current.count if current is not None else 0) + len(changes.pending),
+        metadata=metadata, state=state,
+    )
+    hkey = keys.header_key(sid)
+    header = encode_header(record)
+    put = {keys.message_key(sid, first_seq + i): encode_message(message, first_seq + i)
+           for i, message in enumerate(changes.pending)}
+    put[hkey] = header
+    put[keys.activity_key(status, now_us, sid)] = b""
+    delete = []
+    if current is None:
+        put[keys.user_key(session.user_id, record.created_at, sid)] = b""
+    else:
+        delete.append(keys.activity_key(current.status, current.updated_at, sid))
+    return header, Commit(expect={hkey: current_bytes}, put=put, delete=delete)
+
+
+# -- delete, archive, clear ------------------------------------------------------------
+
+def _delete(session_id: str) -> Plan[bool]:
+    keys.check_id(session_id, "session_id")
+    hkey = keys.header_key(session_id)
+    current = yield Get(hkey)
+    for _ in range(MAX_ATTEMPTS):
+        if current is None:
+            return False
+        record = decode_header(current)
+        answer = yield Commit(
+            expect={hkey: current},
+            delete=(hkey, keys.user_key(record.user_id, record.created_at, session_id),
+                    keys.activity_key(record.status, record.updated_at, session_id)),
+            delete_ranges=(keys.message_range(session_id),),
+        )
+        if answer is None:
+            return True
+        current = answer.current[hkey]
+    raise ConflictError(f"session {session_id!r} kept changing while being deleted; retry")
+
+
+def _set_status(session_id: str, status: SessionStatus, touch_us: int | None) -> Plan[bool]:
+    keys.check_id(session_id, "session_id")
+    hkey = keys.header_key(session_id)
+    current = yield Get(hkey)
+    for _ in range(MAX_ATTEMPTS):
+        if current is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        record = decode_header(current)
+        if record.status is status:
+            return False
+        updated = record.updated_at if touch_us is None else touch_us
+        new = attrs.evolve(record, status=status, version=record.version + 1, updated_at=updated)
+        answer = yield Commit(
+            expect={hkey: current},
+            put={hkey: encode_header(new), keys.activity_key(status, updated, session_id): b""},
+            delete=(keys.activity_key(record.status, record.updated_at, session_id),),
+        )
+        if answer is None:
+            return True
+        current = answer.current[hkey]
+    raise ConflictError(f"session {session_id!r} kept changing while being archived; retry")
+
+
+def _archive_inactive(cutoff_us: int) -> Plan[int]:
+    archived = 0
+    start, stop = keys.activity_range(SessionStatus.ACTIVE, cutoff_us)
+    while True:
+        index = yield Scan(start, stop, limit=ARCHIVE_CHUNK)
+        if not index:
+            return archived
+        sids = [keys.parse_index_sid(key, 10) for key, _ in index]
+        headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
+        expect: dict[bytes, bytes | None] = {}
+        put: dict[bytes, bytes] = {}
+        delete: list[bytes] = []
+        for (index_key, _), sid, header in zip(index, sids, headers, strict=True):
+            record = decode_header(header) if header is not None else None
+            if record is None or index_key != keys.activity_key(
+                    record.status, record.updated_at, sid):
+                delete.append(index_key)  # stale entry (session gone or moved): drop it
+                continue
+            hkey = keys.header_key(sid)
+            expect[hkey] = header
+            new = attrs.evolve(record, status=SessionStatus.ARCHIVED, version=record.version + 1)
+            put[hkey] = encode_header(new)
+            put[keys.activity_key(SessionStatus.ARCHIVED, record.updated_at, sid)] = b""
+            delete.append(index_key)
+        answer = yield Commit(expect=expect, put=put, delete=delete)
+        if answer is None:
+            archived += len(expect)
+            start = index[-1][0] + b"\x00"
+
+
+def _clear_all() -> Plan[None]:
+    yield Commit(delete_ranges=((b"", b"\xff"),),
+                 put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()})

@@ -1,0 +1,204 @@
+"""Managers over a user's own :class:`~kvsessions.SessionStore` (whole-session storage).
+
+The operations are plans too, yielding :class:`Call` (``method name, args``) instead of
+key-value operations, so the blocking and asyncio managers drive them with the same code
+they use for the built-in stores.  A user's methods may be plain functions or coroutines:
+:class:`CallBackend` calls them from either facade, awaiting where it must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from . import keys
+from .core import Job
+from .errors import (
+    InvalidSessionError,
+    SessionExistsError,
+    SessionNotFoundError,
+    UnsupportedOperationError,
+)
+from .model import Session, SessionStatus, new_session_id
+
+if TYPE_CHECKING:
+    from .stores import SessionStore
+
+__all__ = ["Call", "CallBackend", "StoreCallOperations"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(slots=True)
+class Call:
+    """Ask the driver to call ``store.<method>(*args)`` and send back the result."""
+
+    method: str
+    args: tuple[Any, ...]
+
+
+class StoreCallOperations:
+    """The manager operations in terms of a user store's four methods (plus optional ones)."""
+
+    def __init__(self, store: SessionStore, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = clock
+
+    def create(self, user_id: str, metadata: dict[str, Any] | None,
+               session_id: str | None) -> Job[Session]:
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
+        now = self._clock()
+        session = Session(session_id=new_session_id() if session_id is None else session_id,
+                          user_id=user_id, metadata=dict(metadata or {}), created_at=now,
+                          updated_at=now)
+        keys.check_id(session.session_id, "session_id")
+        keys.check_id(user_id, "user_id")
+        return Job(self._create(session), write=True)
+
+    def _create(self, session: Session) -> Any:
+        if (yield Call("get", (session.session_id,))) is not None:
+            raise SessionExistsError(f"a session with id {session.session_id!r} already exists")
+        yield Call("save", (session,))
+        return session
+
+    def save(self, session: Session, expect_version: int | None) -> Job[Session]:
+        if expect_version is not None:
+            raise UnsupportedOperationError(
+                "save(expect_version=...) needs a store that keeps versions; use a built-in "
+                "store, or check versions inside your store's save()"
+            )
+        return Job(self._save(session), write=True)
+
+    def _save(self, session: Session) -> Any:
+        session.updated_at = self._clock()
+        yield Call("save", (session,))
+        return session
+
+    def get(self, session_id: str) -> Job[Session | None]:
+        return Job(self._one("get", session_id), write=False)
+
+    def _one(self, method: str, arg: Any) -> Any:
+        return (yield Call(method, (arg,)))
+
+    def for_user(self, user_id: str) -> Job[list[Session]]:
+        return Job(self._for_user(user_id), write=False)
+
+    def _for_user(self, user_id: str) -> Any:
+        return list((yield Call("list_for_user", (user_id,))) or ())
+
+    def delete(self, session_id: str) -> Job[bool]:
+        return Job(self._delete(session_id), write=True)
+
+    def _delete(self, session_id: str) -> Any:
+        result = yield Call("delete", (session_id,))
+        return True if result is None else bool(result)
+
+    def archive(self, session_id: str) -> Job[bool]:
+        return Job(self._set_status(session_id, SessionStatus.ARCHIVED), write=True)
+
+    def restore(self, session_id: str) -> Job[bool]:
+        return Job(self._set_status(session_id, SessionStatus.ACTIVE), write=True)
+
+    def _set_status(self, session_id: str, status: SessionStatus) -> Any:
+        session = yield Call("get", (session_id,))
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        if session.status == status:
+            return False
+        session.status = status
+        yield Call("save", (session,))
+        return True
+
+    def archive_inactive(self, days: float) -> Job[int]:
+        self._require("list_inactive", "list_inactive(self, before: datetime) -> list[Session]",
+                      "archive_inactive")
+        return Job(self._archive_inactive(self._clock() - timedelta(days=days)), write=True)
+
+    def _archive_inactive(self, cutoff: datetime) -> Any:
+        archived = 0
+        for session in list((yield Call("list_inactive", (cutoff,))) or ()):
+            if session.status == SessionStatus.ACTIVE and session.updated_at < cutoff:
+                session.status = SessionStatus.ARCHIVED
+                yield Call("save", (session,))
+                archived += 1
+        return archived
+
+    def clear_all(self) -> Job[None]:
+        self._require("clear", "clear(self) -> None", "clear_all")
+        return Job(self._one_call("clear"), write=True)
+
+    def _one_call(self, method: str) -> Any:
+        yield Call(method, ())
+
+    def _require(self, method: str, signature: str, operation: str) -> None:
+        if not callable(getattr(self._store, method, None)):
+            raise UnsupportedOperationError(
+                f"{operation}() needs {type(self._store).__name__} to define {signature} "
+                "(sync or async); add it, or use a built-in store"
+            )
+
+
+class CallBackend:
+    """Drives :class:`Call` plans against a user store, from blocking or asyncio code."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+
+    def run(self, plan: Any, *, write: bool) -> Any:
+        """Blocking: coroutine methods run on a private event loop in its own thread."""
+        answer: Any = None
+        try:
+            while True:
+                call = plan.send(answer)
+                answer = getattr(self._store, call.method)(*call.args)
+                if inspect.isawaitable(answer):
+                    answer = self._wait(answer)
+        except StopIteration as stop:
+            return stop.value
+
+    async def run_async(self, plan: Any, *, write: bool, executor: Executor) -> Any:
+        """Asyncio: coroutine methods are awaited, plain ones run in ``executor``."""
+        loop = asyncio.get_running_loop()
+        answer: Any = None
+        try:
+            while True:
+                call = plan.send(answer)
+                method = getattr(self._store, call.method)
+                if inspect.iscoroutinefunction(method):
+                    answer = await method(*call.args)
+                else:
+                    answer = await loop.run_in_executor(executor, partial(method, *call.args))
+                    if inspect.isawaitable(answer):
+                        answer = await answer
+        except StopIteration as stop:
+            return stop.value
+
+    def _wait(self, awaitable: Any) -> Any:
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="kvsessions-store-loop",
+                                 daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self._loop).result()
+
+    def close(self) -> None:
+        with self._loop_lock:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop = None  # the daemon thread ends with run_forever
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+

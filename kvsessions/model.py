@@ -1,0 +1,150 @@
+"""The data model users touch: :class:`Session`, :class:`Message`, :class:`SessionStatus`.
+
+A ``Session`` also remembers what it looked like when it was last loaded or saved (its
+*base*), so that ``save()`` can write only what changed: messages added since, state and
+metadata keys that differ.  That bookkeeping lives in private, non-compared attributes.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from .errors import InvalidSessionError
+
+__all__ = ["Message", "Session", "SessionStatus", "new_session_id", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The wall clock as a timezone-aware UTC datetime (microsecond precision)."""
+    return datetime.now(UTC)
+
+
+def new_session_id() -> str:
+    """A fresh random session id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+class SessionStatus(enum.StrEnum):
+    """Lifecycle of a session: active sessions take writes; archived ones are read-only."""
+
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One message of a conversation.
+
+    ``seq`` is the store-assigned position in the session (0, 1, 2, ...); it is ``None``
+    until the message has been saved.  ``extras`` holds any further JSON-shaped fields
+    (``tool_call_id``, ``name``, ...).
+    """
+
+    role: str
+    content: Any
+    timestamp: datetime = attrs.field(factory=utcnow)
+    extras: dict[str, Any] = attrs.field(factory=dict)
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a plain dict (``role``, ``content``, extras, ``timestamp``, ``seq``)."""
+        return {
+            **self.extras,
+            "role": self.role,
+            "content": self.content,
+            "timestamp": self.timestamp,
+            "seq": self.seq,
+        }
+
+
+@attrs.frozen(slots=True)
+class SyncBase:
+    """What a session looked like in the store when last loaded or saved (internal).
+
+    ``header`` is the stored header record byte for byte (the compare-and-set token of the
+    next save); ``record`` is its decoded form, a private copy that user code never holds,
+    used to find what changed.
+    """
+
+    header: bytes
+    record: Any  # codec.HeaderRecord (not imported here: the model knows no codec)
+
+
+@attrs.define(slots=True)
+class Session:
+    """A conversation: identity, metadata, messages and small per-session state.
+
+    Build one directly (``Session(session_id=..., user_id=...)``) or with
+    ``manager.create_session(...)``.  Mutate it with :meth:`add_message`,
+    :meth:`set_state`, ``metadata[...] = ...``; then ``manager.save(session)`` writes only
+    what changed, in one atomic commit.
+    """
+
+    session_id: str = attrs.field(factory=new_session_id)
+    user_id: str = ""
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    messages: list[Message] = attrs.field(factory=list)
+    state: dict[str, Any] = attrs.field(factory=dict)
+    status: SessionStatus = attrs.field(default=SessionStatus.ACTIVE, converter=SessionStatus)
+    created_at: datetime = attrs.field(factory=utcnow)
+    updated_at: datetime = attrs.field(factory=utcnow)
+    _base: SyncBase | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    # messages[:_synced] are stored; the rest are pending (added since the last sync).
+    _synced: int = attrs.field(default=0, init=False, repr=False, eq=False)
+
+    def add_message(self, role: str, content: Any, **extras: Any) -> Message:
+        """Append a message (stored at the next ``save``) and return it."""
+        from .codec import check_json_value  # local: model stays import-light
+
+        if not isinstance(role, str) or not role:
+            raise InvalidSessionError(
+                f"message role must be a non-empty str (e.g. 'user'), got {role!r}"
+            )
+        check_json_value(content, "message content")
+        check_json_value(extras, "message extras")
+        message = Message(role=role, content=content, extras=extras)
+        self.messages.append(message)
+        return message
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Set one state entry; concurrent saves that set other keys merge with it."""
+        from .codec import check_json_value
+
+        if not isinstance(key, str):
+            raise InvalidSessionError(f"state keys must be str, got {type(key).__name__}")
+        check_json_value(value, f"state[{key!r}]")
+        self.state[key] = value
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """Return one state entry, or ``default`` when it is not set."""
+        return self.state.get(key, default)
+
+    def delete_state(self, key: str) -> None:
+        """Remove one state entry (no error if it is absent)."""
+        self.state.pop(key, None)
+
+    @property
+    def message_count(self) -> int:
+        """Messages in the session: stored (even ones not loaded) plus pending ones."""
+        stored = self._base.record.count if self._base is not None else 0
+        return stored + len(self.messages) - self._synced
+
+    @property
+    def version(self) -> int:
+        """Stored version: bumped by every committed save (0 while never saved)."""
+        return self._base.record.version if self._base is not None else 0
+
+    @property
+    def pending_messages(self) -> list[Message]:
+        """Messages added since the session was last loaded or saved."""
+        return self.messages[self._synced :]
+
+    @property
+    def is_saved(self) -> bool:
+        """True once the session has been loaded from or saved to a store."""
+        return self._base is not None

@@ -1,0 +1,165 @@
+"""The stores users pick: the built-in ones, and :class:`SessionStore` for their own.
+
+Built-in stores (memory, LMDB, SQLite) sit on the key-value layer and the shared core, so
+they get per-message writes, merges, indexes and atomic commits.  A user's own store
+subclasses :class:`SessionStore` and stores whole sessions its own way; the managers call
+its four methods (sync or ``async def``, either works in both managers).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import LocalBackend
+from .backends.lmdb import DEFAULT_MAP_SIZE, LMDBBackend
+from .backends.memory import MemoryBackend
+from .backends.sqlite import SQLiteBackend
+from .core import KVOperations, ensure_format
+from .custom import CallBackend, StoreCallOperations
+from .model import Session, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+__all__ = [
+    "KVSessionStore",
+    "LMDBSessionStore",
+    "MemorySessionStore",
+    "SQLiteSessionStore",
+    "SessionStore",
+]
+
+
+class SessionStore:
+    """Base class for your own session storage.
+
+    Override ``save``, ``get``, ``delete`` and ``list_for_user``, as plain methods or as
+    ``async def``; both managers accept either.  Optional: ``list_inactive(before)``
+    (enables ``archive_inactive``) and ``clear()`` (enables ``clear_all``), and ``close()``.
+    """
+
+    def save(self, session: Session) -> Any:
+        """Store the whole session (insert or replace)."""
+        raise NotImplementedError(f"{type(self).__name__} must define save(self, session)")
+
+    def get(self, session_id: str) -> Any:
+        """Return the session, or ``None`` when there is none with this id."""
+        raise NotImplementedError(f"{type(self).__name__} must define get(self, session_id)")
+
+    def delete(self, session_id: str) -> Any:
+        """Remove the session; return whether it existed (``None`` counts as yes)."""
+        raise NotImplementedError(f"{type(self).__name__} must define delete(self, session_id)")
+
+    def list_for_user(self, user_id: str) -> Any:
+        """Return the user's sessions (an iterable of :class:`Session`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define list_for_user(self, user_id)"
+        )
+
+    def close(self) -> Any:
+        """Release resources; the default does nothing."""
+
+    # -- how the managers drive this store (internal) --
+    def _operations(self, clock: Callable[[], datetime]) -> Any:
+        return StoreCallOperations(self, clock)
+
+    @property
+    def _backend(self) -> Any:
+        backend = self.__dict__.get("_kvsessions_calls")
+        if backend is None:
+            backend = self.__dict__["_kvsessions_calls"] = CallBackend(self)
+        return backend
+
+
+class KVSessionStore(SessionStore):
+    """A built-in store: a key-value backend driven by the shared session core.
+
+    Its ``save/get/delete/list_for_user`` work directly (blocking), but use it through a
+    ``SessionManager`` or ``AsyncSessionManager`` for the full API.
+    """
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self._kv = backend
+        self._ops = KVOperations(utcnow)
+        backend.run(ensure_format(), write=True)
+
+    @property
+    def _backend(self) -> LocalBackend:
+        return self._kv
+
+    def _operations(self, clock: Callable[[], datetime]) -> KVOperations:
+        return KVOperations(clock)
+
+    def _run(self, job: Any) -> Any:
+        return self._kv.run(job.plan, write=job.write)
+
+    def save(self, session: Session) -> Session:
+        return self._run(self._ops.save(session, None))  # type: ignore[no-any-return]
+
+    def get(self, session_id: str) -> Session | None:
+        return self._run(self._ops.get(session_id))  # type: ignore[no-any-return]
+
+    def delete(self, session_id: str) -> bool:
+        return self._run(self._ops.delete(session_id))  # type: ignore[no-any-return]
+
+    def list_for_user(self, user_id: str) -> list[Session]:
+        return self._run(self._ops.for_user(user_id))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the engine; using the store afterwards raises ``StoreClosedError``."""
+        self._kv.close()
+
+    @property
+    def durability(self) -> str:
+        """``"full"`` (survives power loss), ``"fast"`` (survives a crash) or ``"none"``."""
+        return self._kv.durability
+
+    def __repr__(self) -> str:
+        where = getattr(self._kv, "path", None)
+        return f"{type(self).__name__}({str(where) + ', ' if where else ''}" \
+               f"durability={self.durability!r})"
+
+
+class MemorySessionStore(KVSessionStore):
+    """Sessions in this process's memory: for tests and demos; nothing is persisted."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryBackend())
+
+
+class LMDBSessionStore(KVSessionStore):
+    """Sessions in an LMDB environment (a directory): the embedded default.
+
+    ``durability="full"`` fsyncs every commit (survives power loss); ``"fast"`` does not
+    (survives a process crash).  ``map_size`` is the most the file may grow to.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "sessions.lmdb", *,
+                 durability: str = "full", map_size: int = DEFAULT_MAP_SIZE) -> None:
+        super().__init__(LMDBBackend(path, durability=durability, map_size=map_size))
+
+    @property
+    def path(self) -> str:
+        return str(self._kv.path)  # type: ignore[attr-defined]
+
+
+class SQLiteSessionStore(KVSessionStore):
+    """Sessions in one table of a SQLite database file (WAL mode).
+
+    ``durability="full"`` is ``synchronous=FULL`` (survives power loss); ``"fast"`` is
+    ``NORMAL`` (survives a process crash).  Several stores may share a file with different
+    ``table_name``\\ s.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "sessions.db",
+                 table_name: str = "sessions", *, durability: str = "full",
+                 timeout: float = 30.0) -> None:
+        super().__init__(SQLiteBackend(path, table_name=table_name, durability=durability,
+                                       timeout=timeout))
+
+    @property
+    def path(self) -> str:
+        return str(self._kv.path)  # type: ignore[attr-defined]
+

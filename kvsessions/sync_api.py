@@ -1,0 +1,97 @@
+"""``SessionManager``: the blocking face of the session core.
+
+Each method asks the store's operations for a plan and drives it with the store's
+backend in the calling thread.  The logic lives in ``core`` (or ``custom`` for a user's
+own store); this module only runs it, and :mod:`kvsessions.async_api` is its twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .core import Job
+from .errors import StoreClosedError
+from .model import Session, utcnow
+from .stores import LMDBSessionStore, SessionStore
+
+__all__ = ["SessionManager"]
+
+T = TypeVar("T")
+
+
+class SessionManager:
+    """Create, save, load, list, archive and delete sessions (blocking calls).
+
+    ``store`` defaults to an :class:`LMDBSessionStore` at ``./sessions.lmdb``.  ``clock``
+    (a callable returning an aware datetime) is for tests that need to move time.
+    """
+
+    def __init__(self, store: SessionStore | None = None, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store if store is not None else LMDBSessionStore()
+        self._ops = self.store._operations(clock)
+        self._backend = self.store._backend
+        self._closed = False
+
+    def _run(self, job: Job[T]) -> T:
+        if self._closed:
+            job.plan.close()
+            raise StoreClosedError("this SessionManager was closed; create a new one")
+        return self._backend.run(job.plan, write=job.write)  # type: ignore[no-any-return]
+
+    def create_session(self, user_id: str, metadata: dict[str, Any] | None = None,
+                       session_id: str | None = None) -> Session:
+        """Create and save a new session; ``SessionExistsError`` if the id is taken."""
+        return self._run(self._ops.create(user_id, metadata, session_id))
+
+    def save(self, session: Session, *, expect_version: int | None = None) -> Session:
+        """Write what changed in one atomic commit; the session then mirrors the store.
+
+        Concurrent appends all survive and state merges per key.  With ``expect_version``
+        the save fails with ``ConflictError`` unless the stored version is that one.
+        """
+        return self._run(self._ops.save(session, expect_version))
+
+    def get_session(self, session_id: str) -> Session | None:
+        """The stored session with all its messages, or ``None``."""
+        return self._run(self._ops.get(session_id))
+
+    def get_sessions_for_user(self, user_id: str) -> list[Session]:
+        """All of a user's sessions (active and archived), oldest first, from the index."""
+        return self._run(self._ops.for_user(user_id))
+
+    def delete(self, session_id: str) -> bool:
+        """Delete a session and its messages; return whether it existed."""
+        return self._run(self._ops.delete(session_id))
+
+    def archive(self, session_id: str) -> bool:
+        """Mark a session archived (read-only, still loadable); False if it already was."""
+        return self._run(self._ops.archive(session_id))
+
+    def restore(self, session_id: str) -> bool:
+        """Make an archived session active again; False if it already was active."""
+        return self._run(self._ops.restore(session_id))
+
+    def archive_inactive(self, days: float = 30) -> int:
+        """Archive every active session not saved for ``days``; return how many."""
+        return self._run(self._ops.archive_inactive(days))
+
+    def clear_all(self) -> None:
+        """Delete every session in this store (and nothing outside it)."""
+        return self._run(self._ops.clear_all())
+
+    def close(self) -> None:
+        """Close the manager and its store; later calls raise ``StoreClosedError``."""
+        if not self._closed:
+            self._closed = True
+            self.store.close()
+
+    def __enter__(self) -> SessionManager:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
