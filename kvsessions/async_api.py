@@ -38,14 +38,19 @@ class AsyncSessionManager:
     ``min(8, cpus + 2)``).  Other arguments as for :class:`~kvsessions.SessionManager`.
     """
 
-    def __init__(self, store: SessionStore | None = None, *,
-                 clock: Callable[[], datetime] = utcnow,
-                 max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        max_workers: int | None = None,
+    ) -> None:
         self.store = store if store is not None else LMDBSessionStore()
         self._ops = self.store._operations(clock)
         self._backend = self.store._backend
-        self._pool = ThreadPoolExecutor(max_workers or DEFAULT_WORKERS,
-                                        thread_name_prefix="kvsessions")
+        self._pool = ThreadPoolExecutor(
+            max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions"
+        )
         self._closed = False
 
     async def _run(self, job: Job[T]) -> T:
@@ -58,8 +63,9 @@ class AsyncSessionManager:
         call = partial(self._backend.run, job.plan, write=job.write)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)  # type: ignore[no-any-return]
 
-    async def create_session(self, user_id: str, metadata: dict[str, Any] | None = None,
-                             session_id: str | None = None) -> Session:
+    async def create_session(
+        self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> Session:
         """Create and save a new session; ``SessionExistsError`` if the id is taken."""
         return await self._run(self._ops.create(user_id, metadata, session_id))
 
@@ -111,6 +117,10 @@ class AsyncSessionManager:
     async def __aenter__(self) -> AsyncSessionManager:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()

@@ -80,15 +80,25 @@ def _make_converter() -> Any:
     converter.register_unstructure_hook(
         Message,
         make_dict_unstructure_fn(
-            Message, converter, role=override(rename="r"), content=override(rename="c"),
-            timestamp=override(rename="t"), extras=override(rename="x"), seq=override(rename="q"),
+            Message,
+            converter,
+            role=override(rename="r"),
+            content=override(rename="c"),
+            timestamp=override(rename="t"),
+            extras=override(rename="x"),
+            seq=override(rename="q"),
         ),
     )
     converter.register_structure_hook(
         Message,
         make_dict_structure_fn(
-            Message, converter, role=override(rename="r"), content=override(rename="c"),
-            timestamp=override(rename="t"), extras=override(rename="x"), seq=override(rename="q"),
+            Message,
+            converter,
+            role=override(rename="r"),
+            content=override(rename="c"),
+            timestamp=override(rename="t"),
+            extras=override(rename="x"),
+            seq=override(rename="q"),
             _cattrs_forbid_extra_keys=True,
         ),
     )
@@ -169,13 +179,17 @@ def _check(value: Any, where: str, depth: int) -> None:
         return
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
-            raise InvalidValueError(f"{where}: integer {value} is out of the 64-bit range JSON "
-                                    "storage keeps; store it as a string")
+            raise InvalidValueError(
+                f"{where}: integer {value} is out of the 64-bit range JSON "
+                "storage keeps; store it as a string"
+            )
         return
     if kind is float:
         if not math.isfinite(value):
-            raise InvalidValueError(f"{where}: {value!r} does not round-trip through JSON; "
-                                    "store None or a string instead")
+            raise InvalidValueError(
+                f"{where}: {value!r} does not round-trip through JSON; "
+                "store None or a string instead"
+            )
         return
     if depth >= _MAX_DEPTH:
         raise InvalidValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels (or cyclic)")
@@ -186,8 +200,10 @@ def _check(value: Any, where: str, depth: int) -> None:
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise InvalidValueError(f"{where}: key {key!r} is a {type(key).__name__}; JSON "
-                                        "keys must be str, so convert it with str() first")
+                raise InvalidValueError(
+                    f"{where}: key {key!r} is a {type(key).__name__}; JSON "
+                    "keys must be str, so convert it with str() first"
+                )
             _check(item, f"{where}[{key!r}]", depth + 1)
         return
     raise InvalidValueError(

@@ -72,14 +72,19 @@ class KVOperations:
     def _now_us(self) -> int:
         return to_micros(self._clock())
 
-    def create(self, user_id: str, metadata: dict[str, Any] | None,
-               session_id: str | None) -> Job[Session]:
+    def create(
+        self, user_id: str, metadata: dict[str, Any] | None, session_id: str | None
+    ) -> Job[Session]:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
         now = self._clock()
-        session = Session(session_id=new_session_id() if session_id is None else session_id,
-                          user_id=user_id, metadata=dict(metadata or {}), created_at=now,
-                          updated_at=now)
+        session = Session(
+            session_id=new_session_id() if session_id is None else session_id,
+            user_id=user_id,
+            metadata=dict(metadata or {}),
+            created_at=now,
+            updated_at=now,
+        )
         return Job(_returning(_save(session, to_micros(now), None), session), write=True)
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
@@ -116,16 +121,19 @@ def ensure_format() -> Plan[None]:
     """Record this store's format version, or refuse a store written by a newer one."""
     stored = yield Get(keys.FORMAT_KEY)
     if stored is None:
-        answer = yield Commit(expect={keys.FORMAT_KEY: None},
-                              put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()})
+        answer = yield Commit(
+            expect={keys.FORMAT_KEY: None}, put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()}
+        )
         if answer is None:
             return
         stored = answer.current[keys.FORMAT_KEY]
     try:
         version = int(stored)
     except ValueError:
-        raise StoreConfigError(f"this store's format marker {stored!r:.40} is not kvsessions'; "
-                               "point the store at a path or table of its own") from None
+        raise StoreConfigError(
+            f"this store's format marker {stored!r:.40} is not kvsessions'; "
+            "point the store at a path or table of its own"
+        ) from None
     if version > FORMAT_VERSION:
         raise SchemaVersionError(
             f"this store was written by a newer kvsessions (format {version}; this one reads "
@@ -140,19 +148,25 @@ def _returning(plan: Plan[Any], value: T) -> Plan[T]:
 
 # -- loading ---------------------------------------------------------------------------
 
+
 def _load(session_id: str) -> Plan[Session | None]:
     keys.check_id(session_id, "session_id")
-    header, rows = yield Batch((Get(keys.header_key(session_id)),
-                                Scan(*keys.message_range(session_id))))
+    header, rows = yield Batch(
+        (Get(keys.header_key(session_id)), Scan(*keys.message_range(session_id)))
+    )
     return None if header is None else _build(session_id, header, rows)
 
 
 def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) -> Session:
     record = decode_header(header)
     session = Session(
-        session_id=session_id, user_id=record.user_id, metadata=record.metadata,
-        messages=[decode_message(value) for _, value in rows], state=record.state,
-        status=record.status, created_at=from_micros(record.created_at),
+        session_id=session_id,
+        user_id=record.user_id,
+        metadata=record.metadata,
+        messages=[decode_message(value) for _, value in rows],
+        state=record.state,
+        status=record.status,
+        created_at=from_micros(record.created_at),
         updated_at=from_micros(record.updated_at),
     )
     _mark_synced(session, header)
@@ -188,6 +202,7 @@ def _sessions_for_user(user_id: str) -> Plan[list[Session]]:
 
 # -- saving ----------------------------------------------------------------------------
 
+
 @attrs.frozen(slots=True)
 class _Changes:
     """What a session changed since it was loaded, ready to apply on any stored header."""
@@ -200,31 +215,37 @@ class _Changes:
     status: SessionStatus | None  # the new status, if the session changed it
 
     def __bool__(self) -> bool:
-        return bool(self.pending or self.state_set or self.state_del or self.meta_set
-                    or self.meta_del or self.status is not None)
+        return bool(
+            self.pending
+            or self.state_set
+            or self.state_del
+            or self.meta_set
+            or self.meta_del
+            or self.status is not None
+        )
 
     def touches_content(self) -> bool:
-        return bool(self.pending or self.state_set or self.state_del or self.meta_set
-                    or self.meta_del)
+        return bool(
+            self.pending or self.state_set or self.state_del or self.meta_set or self.meta_del
+        )
 
 
 def _changes(session: Session) -> _Changes:
     base = session._base.record if session._base is not None else None
     for field, value in (("state", session.state), ("metadata", session.metadata)):
         if type(value) is not dict:
-            raise InvalidSessionError(f"session.{field} must be a dict, got "
-                                      f"{type(value).__name__}")
+            raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
     state_set, state_del = _dict_changes(session.state, base.state if base else {}, "state")
-    meta_set, meta_del = _dict_changes(session.metadata, base.metadata if base else {},
-                                       "metadata")
-    pending = session.messages[session._synced:]
+    meta_set, meta_del = _dict_changes(session.metadata, base.metadata if base else {}, "metadata")
+    pending = session.messages[session._synced :]
     for message in pending:
         if not isinstance(message, Message):
-            raise InvalidSessionError("session.messages may only hold Message objects; use "
-                                      f"session.add_message(), got {type(message).__name__}")
+            raise InvalidSessionError(
+                "session.messages may only hold Message objects; use "
+                f"session.add_message(), got {type(message).__name__}"
+            )
         if not isinstance(message.role, str) or not message.role:
-            raise InvalidSessionError(f"message role must be a non-empty str, got "
-                                      f"{message.role!r}")
+            raise InvalidSessionError(f"message role must be a non-empty str, got {message.role!r}")
         check_json_value(message.content, "message content")
         check_json_value(message.extras, "message extras")
     status = None
@@ -233,8 +254,9 @@ def _changes(session: Session) -> _Changes:
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
 
 
-def _dict_changes(current: dict[str, Any], base: dict[str, Any],
-                  where: str) -> tuple[dict[str, Any], list[str]]:
+def _dict_changes(
+    current: dict[str, Any], base: dict[str, Any], where: str
+) -> tuple[dict[str, Any], list[str]]:
     changed = {}
     for key, value in current.items():
         if not _same(value, base.get(key, _MISSING)):
@@ -275,8 +297,7 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
     missed: list[Message] = []
     for _ in range(MAX_ATTEMPTS):
         _check_can_save(session, base, current, changes, expect_version)
-        header, commit = _commit_for(session, current, current_bytes, changes, now_us,
-                                     created_us)
+        header, commit = _commit_for(session, current, current_bytes, changes, now_us, created_us)
         answer = yield commit
         if answer is None:
             break
@@ -288,11 +309,12 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
             missed += (decode_message(value) for _, value in rows)
             known_next = current.next_seq
     else:
-        raise ConflictError(f"session {sid!r} kept changing under {MAX_ATTEMPTS} save attempts; "
-                            "retry later")
+        raise ConflictError(
+            f"session {sid!r} kept changing under {MAX_ATTEMPTS} save attempts; retry later"
+        )
     first_seq = current.next_seq if current is not None else 0
     saved = [attrs.evolve(m, seq=first_seq + i) for i, m in enumerate(changes.pending)]
-    session.messages[session._synced:] = missed + saved
+    session.messages[session._synced :] = missed + saved
     new = decode_header(header)
     session.state.clear()
     session.state.update(new.state)
@@ -304,8 +326,13 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
     _mark_synced(session, header)
 
 
-def _check_can_save(session: Session, base: SyncBase | None, current: HeaderRecord | None,
-                    changes: _Changes, expect_version: int | None) -> None:
+def _check_can_save(
+    session: Session,
+    base: SyncBase | None,
+    current: HeaderRecord | None,
+    changes: _Changes,
+    expect_version: int | None,
+) -> None:
     sid = session.session_id
     if expect_version is not None and (current.version if current else 0) != expect_version:
         raise ConflictError(
@@ -313,24 +340,41 @@ def _check_can_save(session: Session, base: SyncBase | None, current: HeaderReco
             f"expected {expect_version}; reload it with get_session() and reapply the change"
         )
     if current is None and base is not None:
-        raise SessionNotFoundError(f"session {sid!r} was deleted since it was loaded; create "
-                                   "it again (create_session) to keep writing")
+        raise SessionNotFoundError(
+            f"session {sid!r} was deleted since it was loaded; create "
+            "it again (create_session) to keep writing"
+        )
     if current is None:
         return
     if base is None:
-        raise SessionExistsError(f"a session with id {sid!r} already exists; load it with "
-                                 "get_session() and save that object, or pick another id")
+        raise SessionExistsError(
+            f"a session with id {sid!r} already exists; load it with "
+            "get_session() and save that object, or pick another id"
+        )
     if current.user_id != session.user_id:
-        raise InvalidSessionError(f"session {sid!r} belongs to user {current.user_id!r}; a "
-                                  "session's user_id cannot change (create a new session)")
-    if (current.status is SessionStatus.ARCHIVED and changes.touches_content()
-            and changes.status is not SessionStatus.ACTIVE):
-        raise SessionArchivedError(f"session {sid!r} is archived; restore it (manager.restore "
-                                   "or session.status = 'active') before adding to it")
+        raise InvalidSessionError(
+            f"session {sid!r} belongs to user {current.user_id!r}; a "
+            "session's user_id cannot change (create a new session)"
+        )
+    if (
+        current.status is SessionStatus.ARCHIVED
+        and changes.touches_content()
+        and changes.status is not SessionStatus.ACTIVE
+    ):
+        raise SessionArchivedError(
+            f"session {sid!r} is archived; restore it (manager.restore "
+            "or session.status = 'active') before adding to it"
+        )
 
 
-def _commit_for(session: Session, current: HeaderRecord | None, current_bytes: bytes | None,
-                changes: _Changes, now_us: int, created_us: int) -> tuple[bytes, Commit]:
+def _commit_for(
+    session: Session,
+    current: HeaderRecord | None,
+    current_bytes: bytes | None,
+    changes: _Changes,
+    now_us: int,
+    created_us: int,
+) -> tuple[bytes, Commit]:
     sid = session.session_id
     first_seq = current.next_seq if current is not None else 0
     state = dict(current.state) if current is not None else {}
@@ -345,16 +389,20 @@ def _commit_for(session: Session, current: HeaderRecord | None, current_bytes: b
     record = HeaderRecord(
         user_id=session.user_id,
         created_at=current.created_at if current is not None else created_us,
-        updated_at=now_us, status=status,
+        updated_at=now_us,
+        status=status,
         version=(current.version if current is not None else 0) + 1,
         next_seq=first_seq + len(changes.pending),
         count=(current.count if current is not None else 0) + len(changes.pending),
-        metadata=metadata, state=state,
+        metadata=metadata,
+        state=state,
     )
     hkey = keys.header_key(sid)
     header = encode_header(record)
-    put = {keys.message_key(sid, first_seq + i): encode_message(message, first_seq + i)
-           for i, message in enumerate(changes.pending)}
+    put = {
+        keys.message_key(sid, first_seq + i): encode_message(message, first_seq + i)
+        for i, message in enumerate(changes.pending)
+    }
     put[hkey] = header
     put[keys.activity_key(status, now_us, sid)] = b""
     delete = []
@@ -367,6 +415,7 @@ def _commit_for(session: Session, current: HeaderRecord | None, current_bytes: b
 
 # -- delete, archive, clear ------------------------------------------------------------
 
+
 def _delete(session_id: str) -> Plan[bool]:
     keys.check_id(session_id, "session_id")
     hkey = keys.header_key(session_id)
@@ -377,8 +426,11 @@ def _delete(session_id: str) -> Plan[bool]:
         record = decode_header(current)
         answer = yield Commit(
             expect={hkey: current},
-            delete=(hkey, keys.user_key(record.user_id, record.created_at, session_id),
-                    keys.activity_key(record.status, record.updated_at, session_id)),
+            delete=(
+                hkey,
+                keys.user_key(record.user_id, record.created_at, session_id),
+                keys.activity_key(record.status, record.updated_at, session_id),
+            ),
             delete_ranges=(keys.message_range(session_id),),
         )
         if answer is None:
@@ -425,7 +477,8 @@ def _archive_inactive(cutoff_us: int) -> Plan[int]:
         for (index_key, _), sid, header in zip(index, sids, headers, strict=True):
             record = decode_header(header) if header is not None else None
             if record is None or index_key != keys.activity_key(
-                    record.status, record.updated_at, sid):
+                record.status, record.updated_at, sid
+            ):
                 delete.append(index_key)  # stale entry (session gone or moved): drop it
                 continue
             hkey = keys.header_key(sid)
@@ -441,5 +494,6 @@ def _archive_inactive(cutoff_us: int) -> Plan[int]:
 
 
 def _clear_all() -> Plan[None]:
-    yield Commit(delete_ranges=((b"", b"\xff"),),
-                 put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()})
+    yield Commit(
+        delete_ranges=((b"", b"\xff"),), put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()}
+    )

@@ -52,14 +52,19 @@ class StoreCallOperations:
         self._store = store
         self._clock = clock
 
-    def create(self, user_id: str, metadata: dict[str, Any] | None,
-               session_id: str | None) -> Job[Session]:
+    def create(
+        self, user_id: str, metadata: dict[str, Any] | None, session_id: str | None
+    ) -> Job[Session]:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
         now = self._clock()
-        session = Session(session_id=new_session_id() if session_id is None else session_id,
-                          user_id=user_id, metadata=dict(metadata or {}), created_at=now,
-                          updated_at=now)
+        session = Session(
+            session_id=new_session_id() if session_id is None else session_id,
+            user_id=user_id,
+            metadata=dict(metadata or {}),
+            created_at=now,
+            updated_at=now,
+        )
         keys.check_id(session.session_id, "session_id")
         keys.check_id(user_id, "user_id")
         return Job(self._create(session), write=True)
@@ -119,8 +124,11 @@ class StoreCallOperations:
         return True
 
     def archive_inactive(self, days: float) -> Job[int]:
-        self._require("list_inactive", "list_inactive(self, before: datetime) -> list[Session]",
-                      "archive_inactive")
+        self._require(
+            "list_inactive",
+            "list_inactive(self, before: datetime) -> list[Session]",
+            "archive_inactive",
+        )
         return Job(self._archive_inactive(self._clock() - timedelta(days=days)), write=True)
 
     def _archive_inactive(self, cutoff: datetime) -> Any:
@@ -188,8 +196,9 @@ class CallBackend:
         with self._loop_lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="kvsessions-store-loop",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._loop.run_forever, name="kvsessions-store-loop", daemon=True
+                ).start()
         return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self._loop).result()
 
     def close(self) -> None:
@@ -201,4 +210,3 @@ class CallBackend:
 
 async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
-

@@ -54,9 +54,7 @@ class SessionStore:
 
     def list_for_user(self, user_id: str) -> Any:
         """Return the user's sessions (an iterable of :class:`Session`)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must define list_for_user(self, user_id)"
-        )
+        raise NotImplementedError(f"{type(self).__name__} must define list_for_user(self, user_id)")
 
     def close(self) -> Any:
         """Release resources; the default does nothing."""
@@ -118,8 +116,10 @@ class KVSessionStore(SessionStore):
 
     def __repr__(self) -> str:
         where = getattr(self._kv, "path", None)
-        return f"{type(self).__name__}({str(where) + ', ' if where else ''}" \
-               f"durability={self.durability!r})"
+        return (
+            f"{type(self).__name__}({str(where) + ', ' if where else ''}"
+            f"durability={self.durability!r})"
+        )
 
 
 class MemorySessionStore(KVSessionStore):
@@ -136,8 +136,13 @@ class LMDBSessionStore(KVSessionStore):
     (survives a process crash).  ``map_size`` is the most the file may grow to.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "sessions.lmdb", *,
-                 durability: str = "full", map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.lmdb",
+        *,
+        durability: str = "full",
+        map_size: int = DEFAULT_MAP_SIZE,
+    ) -> None:
         super().__init__(LMDBBackend(path, durability=durability, map_size=map_size))
 
     @property
@@ -153,13 +158,18 @@ class SQLiteSessionStore(KVSessionStore):
     ``table_name``\\ s.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "sessions.db",
-                 table_name: str = "sessions", *, durability: str = "full",
-                 timeout: float = 30.0) -> None:
-        super().__init__(SQLiteBackend(path, table_name=table_name, durability=durability,
-                                       timeout=timeout))
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sessions.db",
+        table_name: str = "sessions",
+        *,
+        durability: str = "full",
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(
+            SQLiteBackend(path, table_name=table_name, durability=durability, timeout=timeout)
+        )
 
     @property
     def path(self) -> str:
         return str(self._kv.path)  # type: ignore[attr-defined]
-

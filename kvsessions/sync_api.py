@@ -29,8 +29,9 @@ class SessionManager:
     (a callable returning an aware datetime) is for tests that need to move time.
     """
 
-    def __init__(self, store: SessionStore | None = None, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, store: SessionStore | None = None, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.store = store if store is not None else LMDBSessionStore()
         self._ops = self.store._operations(clock)
         self._backend = self.store._backend
@@ -42,8 +43,9 @@ class SessionManager:
             raise StoreClosedError("this SessionManager was closed; create a new one")
         return self._backend.run(job.plan, write=job.write)  # type: ignore[no-any-return]
 
-    def create_session(self, user_id: str, metadata: dict[str, Any] | None = None,
-                       session_id: str | None = None) -> Session:
+    def create_session(
+        self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> Session:
         """Create and save a new session; ``SessionExistsError`` if the id is taken."""
         return self._run(self._ops.create(user_id, metadata, session_id))
 
@@ -92,6 +94,10 @@ class SessionManager:
     def __enter__(self) -> SessionManager:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -90,12 +90,17 @@ class Transaction(abc.ABC):
     def get(self, key: bytes) -> bytes | None: ...
 
     @abc.abstractmethod
-    def scan(self, start: bytes, stop: bytes, limit: int | None,
-             reverse: bool) -> list[tuple[bytes, bytes]]: ...
+    def scan(
+        self, start: bytes, stop: bytes, limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, bytes]]: ...
 
     @abc.abstractmethod
-    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
-              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+    def write(
+        self,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        delete_ranges: Sequence[tuple[bytes, bytes]],
+    ) -> None:
         """Apply deletes, then range deletes, then puts (not yet durable)."""
 
     @abc.abstractmethod

@@ -41,8 +41,13 @@ _shared: dict[tuple[int, str], list[object]] = {}  # (pid, path) -> [env, refs, 
 
 
 class LMDBBackend(LocalBackend):
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full",
-                 map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "full",
+        map_size: int = DEFAULT_MAP_SIZE,
+    ) -> None:
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
@@ -81,9 +86,15 @@ class LMDBBackend(LocalBackend):
     def _open_env(self) -> lmdb.Environment:
         try:
             return lmdb.open(
-                str(self.path), map_size=self._map_size, subdir=True, max_dbs=0,
-                sync=self.durability == "full", metasync=self.durability == "full",
-                readahead=False, max_readers=512, lock=True,
+                str(self.path),
+                map_size=self._map_size,
+                subdir=True,
+                max_dbs=0,
+                sync=self.durability == "full",
+                metasync=self.durability == "full",
+                readahead=False,
+                max_readers=512,
+                lock=True,
             )
         except (lmdb.Error, OSError) as exc:
             raise StoreError(
@@ -101,8 +112,9 @@ class LMDBBackend(LocalBackend):
             self._env.set_mapsize(0)  # another process grew the map: adopt its size
             return _LMDBTxn(self._env.begin(write=write, buffers=False), self)
         except lmdb.Error as exc:
-            raise StoreError(f"LMDB store at {self.path} failed to start a transaction: {exc}") \
-                from exc
+            raise StoreError(
+                f"LMDB store at {self.path} failed to start a transaction: {exc}"
+            ) from exc
 
     def _close(self) -> None:
         self._release()
@@ -121,8 +133,9 @@ class _LMDBTxn(Transaction):
     def get(self, key: bytes) -> bytes | None:
         return self._txn.get(key)  # type: ignore[no-any-return]
 
-    def scan(self, start: bytes, stop: bytes, limit: int | None,
-             reverse: bool) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, stop: bytes, limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
         rows: list[tuple[bytes, bytes]] = []
         if limit is not None and limit <= 0:
             return rows
@@ -149,8 +162,12 @@ class _LMDBTxn(Transaction):
                         break
         return rows
 
-    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
-              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+    def write(
+        self,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        delete_ranges: Sequence[tuple[bytes, bytes]],
+    ) -> None:
         txn = self._txn
         try:
             for key in delete:
@@ -170,16 +187,19 @@ class _LMDBTxn(Transaction):
                 "larger LMDBSessionStore(path, map_size=...)"
             ) from exc
         except lmdb.Error as exc:
-            raise StoreError(f"LMDB write failed at {self._backend.path}: {exc}; nothing was "
-                             "written") from exc
+            raise StoreError(
+                f"LMDB write failed at {self._backend.path}: {exc}; nothing was written"
+            ) from exc
 
     def commit(self) -> None:
         self._done = True
         try:
             self._txn.commit()
         except lmdb.Error as exc:
-            raise StoreError(f"LMDB commit failed at {self._backend.path}: {exc}; nothing was "
-                             "written (check free disk space)") from exc
+            raise StoreError(
+                f"LMDB commit failed at {self._backend.path}: {exc}; nothing was "
+                "written (check free disk space)"
+            ) from exc
 
     def abort(self) -> None:
         if not self._done:

@@ -44,8 +44,9 @@ class _MemoryTxn(Transaction):
     def get(self, key: bytes) -> bytes | None:
         return self._b._data.get(key)
 
-    def scan(self, start: bytes, stop: bytes, limit: int | None,
-             reverse: bool) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, stop: bytes, limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
         keys = self._b._keys
         lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
         if limit is not None:
@@ -56,8 +57,12 @@ class _MemoryTxn(Transaction):
         data = self._b._data
         return [(key, data[key]) for key in selected]
 
-    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
-              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+    def write(
+        self,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        delete_ranges: Sequence[tuple[bytes, bytes]],
+    ) -> None:
         data, keys = self._b._data, self._b._keys
         for key in delete:
             if data.pop(key, None) is not None:

@@ -32,8 +32,14 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 class SQLiteBackend(LocalBackend):
-    def __init__(self, path: str | os.PathLike[str], *, table_name: str = "kvsessions",
-                 durability: str = "full", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table_name: str = "kvsessions",
+        durability: str = "full",
+        timeout: float = 30.0,
+    ) -> None:
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
@@ -65,16 +71,21 @@ class SQLiteBackend(LocalBackend):
         try:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table_name} "
-                         "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table_name} "
+                "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+            )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store at {self.path}: {exc}; check the path "
-                             "is a writable file location") from exc
+            raise StoreError(
+                f"cannot open SQLite store at {self.path}: {exc}; check the path "
+                "is a writable file location"
+            ) from exc
         self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
@@ -105,8 +116,9 @@ def _wrap(exc: sqlite3.Error, backend: SQLiteBackend, doing: str) -> StoreError:
         hint = f"; another writer held the lock longer than timeout={backend._timeout}s"
     elif "full" in str(exc):
         hint = "; free some disk space"
-    return StoreError(f"SQLite store at {backend.path} failed to {doing}: {exc}{hint}; "
-                      "nothing was written")
+    return StoreError(
+        f"SQLite store at {backend.path} failed to {doing}: {exc}{hint}; nothing was written"
+    )
 
 
 class _SQLiteTxn(Transaction):
@@ -119,15 +131,20 @@ class _SQLiteTxn(Transaction):
         row = self._conn.execute(self._b._sql_get, (key,)).fetchone()
         return None if row is None else row[0]
 
-    def scan(self, start: bytes, stop: bytes, limit: int | None,
-             reverse: bool) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, stop: bytes, limit: int | None, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
         sql = self._b._sql_rscan if reverse else self._b._sql_scan
         if limit is not None:
             return self._conn.execute(sql + " LIMIT ?", (start, stop, limit)).fetchall()
         return self._conn.execute(sql, (start, stop)).fetchall()
 
-    def write(self, put: Mapping[bytes, bytes], delete: Sequence[bytes],
-              delete_ranges: Sequence[tuple[bytes, bytes]]) -> None:
+    def write(
+        self,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        delete_ranges: Sequence[tuple[bytes, bytes]],
+    ) -> None:
         conn = self._conn
         try:
             if delete:
