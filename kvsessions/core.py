@@ -47,7 +47,7 @@ from .errors import (
 )
 from .model import Message, Session, SessionStatus, SyncBase, new_session_id
 
-__all__ = ["Job", "KVOperations", "ensure_format"]
+__all__ = ["Job", "KVOperations", "check_session", "ensure_format"]
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (only remote stores retry)
@@ -88,8 +88,6 @@ class KVOperations:
         return Job(_returning(_save(session, to_micros(now), None), session), write=True)
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
-        if not isinstance(session, Session):
-            raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
         return Job(_returning(_save(session, self._now_us(), expect_version), session), True)
 
     def get(self, session_id: str) -> Job[Session | None]:
@@ -230,7 +228,12 @@ class _Changes:
         )
 
 
-def _changes(session: Session) -> _Changes:
+def check_session(session: Session) -> _Changes:
+    """Validate a session about to be saved and return what it changed (any store)."""
+    if not isinstance(session, Session):
+        raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
+    keys.check_id(session.session_id, "session_id")
+    keys.check_id(session.user_id, "user_id")
     base = session._base.record if session._base is not None else None
     for field, value in (("state", session.state), ("metadata", session.metadata)):
         if type(value) is not dict:
@@ -280,10 +283,13 @@ def _same(a: Any, b: Any) -> bool:
 
 def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[None]:
     sid = session.session_id
-    keys.check_id(sid, "session_id")
-    keys.check_id(session.user_id, "user_id")
-    changes = _changes(session)
+    changes = check_session(session)
     base = session._base
+    if base is not None and session.user_id != base.record.user_id:
+        raise InvalidSessionError(
+            f"session {sid!r} belongs to user {base.record.user_id!r}; a session's user_id "
+            "cannot change (create a new session for the other user)"
+        )
     if base is not None and not changes and expect_version is None:
         return  # nothing to write
     created_us = to_micros(session.created_at)

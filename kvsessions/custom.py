@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from . import keys
-from .core import Job
+from .core import Job, check_session
 from .errors import (
     InvalidSessionError,
+    SessionArchivedError,
     SessionExistsError,
     SessionNotFoundError,
     UnsupportedOperationError,
@@ -84,21 +85,38 @@ class StoreCallOperations:
         return Job(self._save(session), write=True)
 
     def _save(self, session: Session) -> Any:
+        check_session(session)  # the same validation as the built-in stores
+        if session.status == SessionStatus.ARCHIVED and session.pending_messages:
+            raise SessionArchivedError(
+                f"session {session.session_id!r} is archived; restore "
+                "it (manager.restore) before adding to it"
+            )
+        messages = session.messages
+        for position in range(session._synced, len(messages)):
+            if messages[position].seq is None:
+                messages[position] = attrs.evolve(messages[position], seq=position)
         session.updated_at = self._clock()
         yield Call("save", (session,))
+        session._synced = len(messages)
         return session
 
     def get(self, session_id: str) -> Job[Session | None]:
-        return Job(self._one("get", session_id), write=False)
+        return Job(self._get(session_id), write=False)
 
-    def _one(self, method: str, arg: Any) -> Any:
-        return (yield Call(method, (arg,)))
+    def _get(self, session_id: str) -> Any:
+        session = yield Call("get", (session_id,))
+        if session is not None:
+            _loaded(session)
+        return session
 
     def for_user(self, user_id: str) -> Job[list[Session]]:
         return Job(self._for_user(user_id), write=False)
 
     def _for_user(self, user_id: str) -> Any:
-        return list((yield Call("list_for_user", (user_id,))) or ())
+        sessions = list((yield Call("list_for_user", (user_id,))) or ())
+        for session in sessions:
+            _loaded(session)
+        return sessions
 
     def delete(self, session_id: str) -> Job[bool]:
         return Job(self._delete(session_id), write=True)
@@ -114,7 +132,7 @@ class StoreCallOperations:
         return Job(self._set_status(session_id, SessionStatus.ACTIVE), write=True)
 
     def _set_status(self, session_id: str, status: SessionStatus) -> Any:
-        session = yield Call("get", (session_id,))
+        session = yield from self._get(session_id)
         if session is None:
             raise SessionNotFoundError(f"no session {session_id!r} in this store")
         if session.status == status:
@@ -153,6 +171,11 @@ class StoreCallOperations:
                 f"{operation}() needs {type(self._store).__name__} to define {signature} "
                 "(sync or async); add it, or use a built-in store"
             )
+
+
+def _loaded(session: Session) -> None:
+    """A session as the user's store returned it: all its messages count as stored."""
+    session._synced = len(session.messages)
 
 
 class CallBackend:

@@ -96,6 +96,8 @@ class Session:
     _base: SyncBase | None = attrs.field(default=None, init=False, repr=False, eq=False)
     # messages[:_synced] are stored; the rest are pending (added since the last sync).
     _synced: int = attrs.field(default=0, init=False, repr=False, eq=False)
+    # stored messages that were not loaded into ``messages`` (windowed loads)
+    _unloaded: int = attrs.field(default=0, init=False, repr=False, eq=False)
 
     def add_message(self, role: str, content: Any, **extras: Any) -> Message:
         """Append a message (stored at the next ``save``) and return it."""
@@ -131,8 +133,7 @@ class Session:
     @property
     def message_count(self) -> int:
         """Messages in the session: stored (even ones not loaded) plus pending ones."""
-        stored = self._base.record.count if self._base is not None else 0
-        return stored + len(self.messages) - self._synced
+        return len(self.messages) + self._unloaded
 
     @property
     def version(self) -> int:

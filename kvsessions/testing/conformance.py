@@ -1,0 +1,573 @@
+"""The behaviours every store must show, through both managers (see the package doc)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import unicodedata
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from .. import (
+    AsyncSessionManager,
+    ConflictError,
+    InvalidIdError,
+    InvalidSessionError,
+    InvalidValueError,
+    Message,
+    Session,
+    SessionArchivedError,
+    SessionExistsError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionStatus,
+    SessionStore,
+    StoreClosedError,
+)
+
+__all__ = ["ManualClock", "StoreConformance", "SyncView"]
+
+
+class SyncView:
+    """Calls an :class:`AsyncSessionManager`'s coroutine methods from blocking test code.
+
+    Every call really goes through the asyncio facade (one event loop, kept for the life
+    of the view), so one test body exercises both managers.
+    """
+
+    def __init__(self, manager: AsyncSessionManager) -> None:
+        self._manager = manager
+        self._runner = asyncio.Runner()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._manager, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kwargs: self._runner.run(attr(*args, **kwargs))
+        return attr
+
+    def close(self) -> None:
+        """Close the manager; the view's loop stays usable (to see calls fail typed)."""
+        self._runner.run(self._manager.close())
+
+    def dispose(self) -> None:
+        """Close the manager, then the view's event loop."""
+        try:
+            self.close()
+        finally:
+            self._runner.close()
+
+
+class ManualClock:
+    """A clock tests can move: ``clock.advance(days=31)``."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+Manager = Any  # SessionManager or SyncView over an AsyncSessionManager
+
+
+class StoreConformance:
+    """Every public behaviour, for one store kind, through both facades."""
+
+    #: False for whole-session stores (users' own): no merging, no versions.
+    kv_semantics = True
+
+    @pytest.fixture
+    def open_store(self) -> Callable[[], SessionStore]:
+        raise NotImplementedError("define an open_store fixture returning a store factory")
+
+    @pytest.fixture(params=["sync", "async"])
+    def facade(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def connect(
+        self, open_store: Callable[[], SessionStore], facade: str, clock: ManualClock
+    ) -> Iterator[Callable[[], Manager]]:
+        """A factory of managers, each on its own store object over the same storage."""
+        opened: list[Any] = []
+
+        def make() -> Manager:
+            store = open_store()
+            if facade == "sync":
+                manager: Any = SessionManager(store=store, clock=clock)
+            else:
+                manager = SyncView(AsyncSessionManager(store=store, clock=clock))
+            opened.append(manager)
+            return manager
+
+        yield make
+        for manager in reversed(opened):
+            getattr(manager, "dispose", manager.close)()
+
+    @pytest.fixture
+    def manager(self, connect: Callable[[], Manager]) -> Manager:
+        return connect()
+
+    def _needs_kv(self) -> None:
+        if not self.kv_semantics:
+            pytest.skip("whole-session stores do not merge concurrent writes or keep versions")
+
+    # -- the seed's API ------------------------------------------------------------------
+
+    def test_seed_snippet(self, manager: Manager) -> None:
+        session = manager.create_session(user_id="user123")
+        session.add_message("user", "Hello!")
+        session.add_message("assistant", "Hi there!")
+        manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert [(m.role, m.content) for m in loaded.messages] == [
+            ("user", "Hello!"),
+            ("assistant", "Hi there!"),
+        ]
+        assert loaded.message_count == 2
+        assert loaded.user_id == "user123"
+        assert loaded.status == SessionStatus.ACTIVE
+
+    def test_session_built_directly(self, manager: Manager) -> None:
+        session = Session(
+            session_id="sess_abc123",
+            user_id="user123",
+            metadata={"agent": "support", "priority": 2},
+        )
+        session.add_message("user", "Hi")
+        manager.save(session)
+        loaded = manager.get_session("sess_abc123")
+        assert loaded.metadata == {"agent": "support", "priority": 2}
+        assert loaded.messages[0].content == "Hi"
+        assert loaded.created_at == session.created_at
+
+    def test_create_returns_saved_session(self, manager: Manager) -> None:
+        session = manager.create_session("u1", metadata={"lang": "en"}, session_id="s-1")
+        assert session.session_id == "s-1"
+        loaded = manager.get_session("s-1")
+        assert loaded == session
+        assert loaded.metadata == {"lang": "en"}
+        assert loaded.message_count == 0 and loaded.messages == []
+
+    def test_generated_ids_are_unique(self, manager: Manager) -> None:
+        ids = {manager.create_session("u").session_id for _ in range(20)}
+        assert len(ids) == 20
+
+    def test_missing_session_is_none(self, manager: Manager) -> None:
+        assert manager.get_session("nope") is None
+
+    def test_messages_round_trip_exactly(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        content = {"parts": [{"type": "text", "text": "héllo ✓"}, 1, 2.5, None, True]}
+        sent = session.add_message("assistant", content, tool_call_id="call_1", name="calc")
+        manager.save(session)
+        got = manager.get_session(session.session_id).messages[0]
+        assert got.content == content
+        assert got.extras == {"tool_call_id": "call_1", "name": "calc"}
+        assert got.timestamp == sent.timestamp and got.timestamp.tzinfo is not None
+        assert got.seq == 0
+
+    def test_timestamps_are_aware_utc(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        for moment in (session.created_at, session.updated_at):
+            assert moment.utcoffset() == timedelta(0)
+
+    def test_updated_at_moves_with_saves(self, manager: Manager, clock: ManualClock) -> None:
+        session = manager.create_session("u")
+        created = session.updated_at
+        clock.advance(minutes=5)
+        session.add_message("user", "later")
+        manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert loaded.updated_at == created + timedelta(minutes=5)
+        assert loaded.created_at == session.created_at
+
+    def test_seqs_are_dense_and_ordered(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        for batch in range(3):
+            for i in range(4):
+                session.add_message("user", f"{batch}-{i}")
+            manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert [m.seq for m in loaded.messages] == list(range(12))
+        assert [m.content for m in loaded.messages] == [
+            f"{b}-{i}" for b in range(3) for i in range(4)
+        ]
+        assert session.messages == loaded.messages
+
+    def test_state_round_trips_and_deletes(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        session.set_state("step", 3)
+        session.set_state("plan", ["a", "b"])
+        manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert loaded.get_state("step") == 3 and loaded.get_state("plan") == ["a", "b"]
+        assert loaded.get_state("missing", "default") == "default"
+        loaded.delete_state("plan")
+        loaded.state["step"] = 4  # direct mutation is saved too
+        manager.save(loaded)
+        again = manager.get_session(session.session_id)
+        assert again.state == {"step": 4}
+
+    def test_metadata_mutation_is_saved(self, manager: Manager) -> None:
+        session = manager.create_session("u", metadata={"a": 1, "b": 2})
+        session.metadata["a"] = 10
+        del session.metadata["b"]
+        session.metadata["nested"] = {"x": [1, 2]}
+        manager.save(session)
+        assert manager.get_session(session.session_id).metadata == {
+            "a": 10,
+            "nested": {"x": [1, 2]},
+        }
+
+    def test_type_changes_are_saved(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        session.set_state("flag", 1)
+        manager.save(session)
+        session.set_state("flag", True)  # 1 == True in Python, not in JSON
+        session.set_state("ratio", 1)
+        manager.save(session)
+        session.set_state("ratio", 1.0)
+        manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert loaded.get_state("flag") is True
+        assert type(loaded.get_state("ratio")) is float
+
+    def test_message_count_counts_pending(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        session.add_message("user", "a")
+        assert session.message_count == 1
+        manager.save(session)
+        session.add_message("user", "b")
+        assert session.message_count == 2
+        assert manager.get_session(session.session_id).message_count == 1
+
+    def test_save_without_changes_is_harmless(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        session.add_message("user", "a")
+        manager.save(session)
+        manager.save(session)
+        manager.save(session)
+        assert manager.get_session(session.session_id).message_count == 1
+
+    # -- listing, delete -----------------------------------------------------------------
+
+    def test_sessions_for_user(self, manager: Manager, clock: ManualClock) -> None:
+        mine = []
+        for i in range(3):
+            mine.append(manager.create_session("alice", session_id=f"a{2 - i}").session_id)
+            clock.advance(seconds=1)
+        manager.create_session("bob", session_id="b0")
+        manager.create_session("alice2", session_id="c0")
+        listed = manager.get_sessions_for_user("alice")
+        assert [s.session_id for s in listed] == mine  # creation order, not id order
+        assert all(s.user_id == "alice" for s in listed)
+        assert manager.get_sessions_for_user("nobody") == []
+
+    def test_listing_returns_messages(self, manager: Manager) -> None:
+        session = manager.create_session("alice")
+        session.add_message("user", "hello")
+        manager.save(session)
+        [listed] = manager.get_sessions_for_user("alice")
+        assert [m.content for m in listed.messages] == ["hello"]
+
+    def test_delete(self, manager: Manager) -> None:
+        session = manager.create_session("alice")
+        session.add_message("user", "x")
+        manager.save(session)
+        other = manager.create_session("alice")
+        assert manager.delete(session.session_id) is True
+        assert manager.get_session(session.session_id) is None
+        assert manager.delete(session.session_id) is False
+        assert [s.session_id for s in manager.get_sessions_for_user("alice")] == [other.session_id]
+
+    def test_recreate_after_delete_starts_empty(self, manager: Manager) -> None:
+        session = manager.create_session("alice", session_id="again")
+        session.add_message("user", "old")
+        manager.save(session)
+        manager.delete("again")
+        fresh = manager.create_session("alice", session_id="again")
+        assert fresh.messages == [] and manager.get_session("again").message_count == 0
+
+    def test_clear_all(self, manager: Manager) -> None:
+        for user in ("a", "b"):
+            session = manager.create_session(user)
+            session.add_message("user", "x")
+            manager.save(session)
+        manager.clear_all()
+        assert manager.get_sessions_for_user("a") == []
+        assert manager.get_sessions_for_user("b") == []
+        again = manager.create_session("a")
+        assert manager.get_session(again.session_id) is not None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def test_archive_keeps_session_readable(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        session.add_message("user", "x")
+        manager.save(session)
+        assert manager.archive(session.session_id) is True
+        assert manager.archive(session.session_id) is False
+        loaded = manager.get_session(session.session_id)
+        assert loaded.status == SessionStatus.ARCHIVED
+        assert [m.content for m in loaded.messages] == ["x"]
+        assert [s.status for s in manager.get_sessions_for_user("u")] == [SessionStatus.ARCHIVED]
+
+    def test_archive_missing_raises(self, manager: Manager) -> None:
+        with pytest.raises(SessionNotFoundError):
+            manager.archive("missing")
+        with pytest.raises(LookupError):  # also a KeyError, for code that knows no kvsessions
+            manager.archive("missing")
+
+    def test_archived_session_refuses_appends_until_restored(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        manager.archive(session.session_id)
+        loaded = manager.get_session(session.session_id)
+        loaded.add_message("user", "too late")
+        with pytest.raises(SessionArchivedError, match="restore"):
+            manager.save(loaded)
+        assert manager.get_session(session.session_id).message_count == 0
+        assert manager.restore(session.session_id) is True
+        again = manager.get_session(session.session_id)
+        again.add_message("user", "back")
+        manager.save(again)
+        assert manager.get_session(session.session_id).message_count == 1
+
+    def test_archive_inactive(self, manager: Manager, clock: ManualClock) -> None:
+        old = [manager.create_session("u").session_id for _ in range(3)]
+        clock.advance(days=20)
+        recent = manager.create_session("u")
+        touched = manager.get_session(old[0])
+        touched.add_message("user", "still here")
+        manager.save(touched)
+        clock.advance(days=15)
+        assert manager.archive_inactive(days=30) == 2
+        assert manager.archive_inactive(days=30) == 0
+        status = {s.session_id: s.status for s in manager.get_sessions_for_user("u")}
+        assert status[old[1]] == status[old[2]] == SessionStatus.ARCHIVED
+        assert status[old[0]] == status[recent.session_id] == SessionStatus.ACTIVE
+        clock.advance(days=40)
+        assert manager.archive_inactive() == 2  # default: 30 days
+
+    def test_archive_inactive_many(self, manager: Manager, clock: ManualClock) -> None:
+        for _ in range(1100):  # more than one commit chunk
+            manager.create_session("bulk")
+        clock.advance(days=2)
+        assert manager.archive_inactive(days=1) == 1100
+        assert manager.archive_inactive(days=1) == 0
+
+    # -- conflicts and merging -----------------------------------------------------------
+
+    def test_create_with_taken_id(self, manager: Manager) -> None:
+        manager.create_session("u", session_id="dup")
+        with pytest.raises(SessionExistsError):
+            manager.create_session("u", session_id="dup")
+
+    def test_new_object_with_taken_id(self, manager: Manager) -> None:
+        self._needs_kv()
+        first = manager.create_session("u", session_id="dup")
+        first.add_message("user", "keep me")
+        manager.save(first)
+        clash = Session(session_id="dup", user_id="mallory")
+        clash.add_message("user", "overwrite")
+        with pytest.raises(SessionExistsError):
+            manager.save(clash)
+        loaded = manager.get_session("dup")
+        assert loaded.user_id == "u" and [m.content for m in loaded.messages] == ["keep me"]
+
+    def test_concurrent_appends_both_survive(self, connect: Callable[[], Manager]) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        sid = one.create_session("u").session_id
+        a, b = one.get_session(sid), two.get_session(sid)
+        a.add_message("user", "from a")
+        b.add_message("user", "from b")
+        one.save(a)
+        two.save(b)
+        loaded = one.get_session(sid)
+        assert [m.content for m in loaded.messages] == ["from a", "from b"]
+        assert [m.seq for m in loaded.messages] == [0, 1]
+        # after its save, b mirrors the store, including a's message it had not seen
+        assert [m.content for m in b.messages] == ["from a", "from b"]
+        assert b.message_count == 2 and b.version == loaded.version
+
+    def test_concurrent_state_keys_merge(self, connect: Callable[[], Manager]) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        session = one.create_session("u")
+        session.set_state("shared", 0)
+        one.save(session)
+        a, b = one.get_session(session.session_id), two.get_session(session.session_id)
+        a.set_state("from_a", 1)
+        b.set_state("from_b", 2)
+        a.metadata["ma"] = True
+        b.delete_state("shared")
+        one.save(a)
+        two.save(b)
+        loaded = one.get_session(session.session_id)
+        assert loaded.state == {"from_a": 1, "from_b": 2}
+        assert loaded.metadata == {"ma": True}
+        assert b.state == loaded.state
+
+    def test_expect_version(self, connect: Callable[[], Manager]) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        session = one.create_session("u")
+        version = session.version
+        assert version >= 1
+        a, b = one.get_session(session.session_id), two.get_session(session.session_id)
+        a.set_state("x", 1)
+        one.save(a, expect_version=version)
+        assert a.version == version + 1
+        b.set_state("x", 2)
+        with pytest.raises(ConflictError, match="version"):
+            two.save(b, expect_version=version)
+        assert one.get_session(session.session_id).get_state("x") == 1
+        b2 = two.get_session(session.session_id)
+        b2.set_state("x", 3)
+        two.save(b2, expect_version=b2.version)
+        assert one.get_session(session.session_id).get_state("x") == 3
+
+    def test_save_after_delete_raises(self, connect: Callable[[], Manager]) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        session = one.create_session("u")
+        two.delete(session.session_id)
+        session.add_message("user", "orphan")
+        with pytest.raises(SessionNotFoundError, match="deleted"):
+            one.save(session)
+        assert one.get_session(session.session_id) is None
+
+    def test_user_id_cannot_change(self, manager: Manager) -> None:
+        self._needs_kv()
+        session = manager.create_session("alice")
+        session.user_id = "bob"
+        with pytest.raises(InvalidSessionError, match="alice"):
+            manager.save(session)
+        assert manager.get_sessions_for_user("bob") == []
+
+    # -- ids and values ------------------------------------------------------------------
+
+    ODD_IDS = (
+        "a/b",
+        "a:b",
+        "100%",
+        "x y",
+        "ユーザー",
+        "emoji🙂",
+        "a\x01b",
+        "..",
+        "*",
+        "_",
+        "a\\b",
+        "'; DROP TABLE sessions; --",
+        "x" * 200,
+    )
+
+    @pytest.mark.parametrize("odd", ODD_IDS)
+    def test_odd_ids_round_trip(self, manager: Manager, odd: str) -> None:
+        session = manager.create_session(odd, session_id=odd)
+        session.add_message("user", odd)
+        manager.save(session)
+        loaded = manager.get_session(odd)
+        assert loaded.session_id == odd and loaded.user_id == odd
+        assert [s.session_id for s in manager.get_sessions_for_user(odd)] == [odd]
+
+    def test_prefix_and_unicode_twins_do_not_collide(self, manager: Manager) -> None:
+        nfc = unicodedata.normalize("NFC", "café")
+        nfd = unicodedata.normalize("NFD", "café")
+        ids = ["a", "ab", "a/b", "a b", nfc, nfd]
+        for sid in ids:
+            manager.create_session(sid, session_id=sid)
+        for sid in ids:
+            assert manager.get_session(sid).session_id == sid
+            assert [s.session_id for s in manager.get_sessions_for_user(sid)] == [sid]
+
+    @pytest.mark.parametrize("bad", ["", "a\x00b", "x" * 201, "\ud800", 42, None, b"bytes"])
+    def test_bad_ids_are_refused(self, manager: Manager, bad: Any) -> None:
+        if bad is not None:  # session_id=None asks for a generated id
+            with pytest.raises(InvalidIdError):
+                manager.create_session("u", session_id=bad)
+        with pytest.raises(InvalidIdError):
+            manager.create_session(bad)
+        with pytest.raises(ValueError):  # also a ValueError, for plain Python callers
+            manager.create_session(bad)
+        assert manager.get_sessions_for_user("u") == []
+
+    BAD_VALUES = (
+        pytest.param({1, 2}, id="set"),
+        pytest.param(b"x", id="bytes"),
+        pytest.param(datetime.now(UTC), id="datetime"),
+        pytest.param(float("nan"), id="nan"),
+        pytest.param(float("inf"), id="inf"),
+        pytest.param((1, 2), id="tuple"),
+        pytest.param({1: "a"}, id="int-key"),
+        pytest.param(object(), id="object"),
+        pytest.param(2**70, id="huge-int"),
+        pytest.param([[[]]] * 0 + [{"a": {1.5: 0}}], id="nested-bad-key"),
+    )
+
+    @pytest.mark.parametrize("value", BAD_VALUES)
+    def test_values_that_do_not_round_trip_are_refused(self, manager: Manager, value: Any) -> None:
+        session = manager.create_session("u")
+        session.add_message("user", "kept")
+        session.set_state("ok", 1)
+        manager.save(session)
+        with pytest.raises(InvalidValueError):
+            session.add_message("user", value)
+        with pytest.raises(InvalidValueError):
+            session.add_message("user", "x", extra=value)
+        with pytest.raises(InvalidValueError):
+            session.set_state("bad", value)
+        session.state["bad"] = value  # direct mutation bypasses set_state: save catches it
+        session.add_message("user", "would be lost")
+        with pytest.raises(InvalidValueError):
+            manager.save(session)
+        loaded = manager.get_session(session.session_id)
+        assert [m.content for m in loaded.messages] == ["kept"]
+        assert loaded.state == {"ok": 1}
+
+    def test_cyclic_value_is_refused(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        with pytest.raises(InvalidValueError):
+            session.set_state("loop", cycle)
+
+    def test_bad_message_objects_are_refused(self, manager: Manager) -> None:
+        session = manager.create_session("u")
+        with pytest.raises(InvalidSessionError):
+            session.add_message("", "empty role")
+        session.messages.append({"role": "user", "content": "dict"})  # type: ignore[arg-type]
+        with pytest.raises(InvalidSessionError, match="add_message"):
+            manager.save(session)
+        session.messages[-1] = Message(role="user", content="fine")
+        manager.save(session)
+        assert manager.get_session(session.session_id).message_count == 1
+
+    def test_naive_timestamps_are_refused(self, manager: Manager) -> None:
+        self._needs_kv()
+        session = Session(user_id="u", created_at=datetime(2025, 1, 1))
+        with pytest.raises(InvalidValueError, match="timezone"):
+            manager.save(session)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def test_closed_manager_raises(self, connect: Callable[[], Manager]) -> None:
+        manager = connect()
+        session = manager.create_session("u")
+        manager.close()
+        with pytest.raises(StoreClosedError):
+            manager.get_session(session.session_id)
+        with pytest.raises(StoreClosedError):
+            manager.save(session)

@@ -1,0 +1,3 @@
+"""Shared fixtures: the store kinds the conformance suite runs over."""
+
+from __future__ import annotations
