@@ -1,0 +1,225 @@
+"""The core's plans, driven by a scripted backend: what each operation reads and writes."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from kvsessions import (
+    CorruptRecordError,
+    MemorySessionStore,
+    SchemaVersionError,
+    SessionManager,
+    SQLiteSessionStore,
+    keys,
+)
+from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
+from kvsessions.backends.memory import MemoryBackend
+from kvsessions.core import KVOperations
+from kvsessions.model import utcnow
+from kvsessions.stores import KVSessionStore
+
+
+class RecordingBackend(MemoryBackend):
+    """A memory backend that records every operation the plans ask for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[Any] = []
+
+    def _begin(self, write: bool) -> Transaction:
+        txn = super()._begin(write)
+        recorded = self.ops
+        original_get, original_scan, original_write = txn.get, txn.scan, txn.write
+
+        def get(key: bytes) -> bytes | None:
+            recorded.append(("get", key))
+            return original_get(key)
+
+        def scan(start: bytes, stop: bytes, limit: int | None, reverse: bool) -> Any:
+            recorded.append(("scan", start, stop))
+            return original_scan(start, stop, limit, reverse)
+
+        def write(put: Any, delete: Any, delete_ranges: Any) -> None:
+            recorded.append(("write", dict(put), list(delete), list(delete_ranges)))
+            original_write(put, delete, delete_ranges)
+
+        txn.get, txn.scan, txn.write = get, scan, write  # type: ignore[method-assign]
+        return txn
+
+
+@pytest.fixture
+def recorded() -> tuple[SessionManager, RecordingBackend]:
+    backend = RecordingBackend()
+    return SessionManager(store=KVSessionStore(backend)), backend
+
+
+@pytest.mark.parametrize("history", [10, 1_000, 20_000])
+def test_append_writes_only_the_new_message(recorded: Any, history: int) -> None:
+    manager, backend = recorded
+    session = manager.create_session("u")
+    for i in range(history):
+        session.add_message("user", f"m{i}")
+    manager.save(session)
+    backend.ops.clear()
+    session.add_message("user", "one more")
+    manager.save(session)
+    writes = [op for op in backend.ops if op[0] == "write"]
+    assert len(writes) == 1  # one commit
+    _, put, delete, ranges = writes[0]
+    sid = session.session_id
+    assert set(put) == {
+        keys.message_key(sid, history),
+        keys.header_key(sid),
+        keys.activity_key(session.status, _us(session.updated_at), sid),
+    }
+    assert len(delete) == 1 and ranges == []  # the old activity entry
+    assert sum(len(v) for v in put.values()) < 400  # header + one message, no history
+    assert not [op for op in backend.ops if op[0] == "scan"]  # nothing read back
+
+
+def _us(moment: Any) -> int:
+    from kvsessions.codec import to_micros
+
+    return to_micros(moment)
+
+
+def test_state_change_alone_writes_no_message(recorded: Any) -> None:
+    manager, backend = recorded
+    session = manager.create_session("u")
+    session.add_message("user", "a")
+    manager.save(session)
+    backend.ops.clear()
+    session.set_state("k", 1)
+    manager.save(session)
+    [(_, put, _, _)] = [op for op in backend.ops if op[0] == "write"]
+    assert not [key for key in put if key.startswith(b"m")]
+
+
+def test_listing_reads_the_index_not_all_sessions(recorded: Any) -> None:
+    manager, backend = recorded
+    for user in range(50):
+        manager.create_session(f"user{user}")
+    backend.ops.clear()
+    [session] = manager.get_sessions_for_user("user7")
+    scans = [op for op in backend.ops if op[0] == "scan"]
+    start, stop = keys.user_range("user7")
+    assert scans[0] == ("scan", start, stop)
+    assert len(scans) == 2  # the index, then that session's messages
+    assert session.user_id == "user7"
+
+
+def test_archive_inactive_reads_the_activity_index(recorded: Any) -> None:
+    manager, backend = recorded
+    for _ in range(5):
+        manager.create_session("u")
+    backend.ops.clear()
+    manager.archive_inactive(days=1)  # nothing is a day old
+    scans = [op for op in backend.ops if op[0] == "scan"]
+    assert len(scans) == 1 and scans[0][1].startswith(b"aA")
+    assert not [op for op in backend.ops if op[0] == "get"]
+
+
+def test_conflicting_commit_retries_on_the_current_header() -> None:
+    """A remote-style driver (no lock held): the plan re-bases on the answer and wins."""
+    store = MemorySessionStore()
+    manager = SessionManager(store=store)
+    session = manager.create_session("u")
+    other = manager.get_session(session.session_id)
+    other.add_message("user", "first")
+    manager.save(other)
+    session.add_message("user", "second")
+    plan = KVOperations(utcnow).save(session, None).plan
+    op = next(plan)
+    assert isinstance(op, Commit)  # speculative: no read before the first attempt
+    conflict = store._backend.run(_single(op), write=True)
+    assert conflict is not None  # the stale expectation was refused
+    op = plan.send(conflict)
+    assert isinstance(op, Scan)  # it reads the message it missed
+    rows = store._backend.run(_single(op), write=False)
+    op = plan.send(rows)
+    assert isinstance(op, Commit)
+    assert store._backend.run(_single(op), write=True) is None
+    with pytest.raises(StopIteration):
+        plan.send(None)
+    assert [m.content for m in manager.get_session(session.session_id).messages] == [
+        "first",
+        "second",
+    ]
+    assert [m.content for m in session.messages] == ["first", "second"]
+
+
+def _single(op: Any) -> Any:
+    return (yield op)
+
+
+# -- damaged storage -----------------------------------------------------------------------
+
+DAMAGE = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "bit-flipped": lambda good: good[:5] + bytes([good[5] ^ 0x40]) + good[6:],
+    "wrong-shape": lambda good: b"K\x01" + b'{"hello": "world"}',
+    "not-json": lambda good: b"K\x01{{{",
+    "pickle": lambda good: pickle.dumps({"r": "user"}),
+    "empty": lambda good: b"",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("record", ["header", "message"])
+def test_damaged_records_raise_typed_errors(tmp_path: Any, damage: str, record: str) -> None:
+    store = SQLiteSessionStore(tmp_path / "d.db")
+    manager = SessionManager(store=store)
+    bad, good = manager.create_session("u"), manager.create_session("u")
+    for session in (bad, good):
+        session.add_message("user", "hello")
+        manager.save(session)
+    key = (
+        keys.header_key(bad.session_id)
+        if record == "header"
+        else keys.message_key(bad.session_id, 0)
+    )
+    _overwrite(store._backend, key, DAMAGE[damage])
+    with pytest.raises(CorruptRecordError):
+        manager.get_session(bad.session_id)
+    assert manager.get_session(good.session_id).messages[0].content == "hello"
+
+
+def test_newer_record_format_raises_schema_error(tmp_path: Any) -> None:
+    store = SQLiteSessionStore(tmp_path / "v.db")
+    manager = SessionManager(store=store)
+    session = manager.create_session("u")
+    _overwrite(
+        store._backend, keys.header_key(session.session_id), lambda good: b"K\x09" + good[2:]
+    )
+    with pytest.raises(SchemaVersionError, match="upgrade"):
+        manager.get_session(session.session_id)
+
+
+def test_newer_store_format_refuses_to_open(tmp_path: Any) -> None:
+    SQLiteSessionStore(tmp_path / "f.db").close()
+    backend = SQLiteSessionStore(tmp_path / "f.db")._backend
+    _overwrite(backend, keys.FORMAT_KEY, lambda _: b"99")
+    with pytest.raises(SchemaVersionError, match="newer"):
+        SQLiteSessionStore(tmp_path / "f.db")
+
+
+def _overwrite(backend: LocalBackend, key: bytes, change: Any) -> None:
+    def plan() -> Any:
+        good = yield Get(key)
+        assert good is not None
+        yield Commit(put={key: change(good)})
+
+    backend.run(plan(), write=True)
+
+
+def test_batch_reads_one_snapshot() -> None:
+    backend = MemoryBackend()
+
+    def plan() -> Any:
+        yield Commit(put={b"a": b"1", b"b": b"2"})
+        return (yield Batch((Get(b"a"), Scan(b"a", b"c"))))
+
+    assert backend.run(plan(), write=True) == (b"1", [(b"a", b"1"), (b"b", b"2")])

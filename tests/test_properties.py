@@ -1,0 +1,101 @@
+"""Property tests (hypothesis): the key layout never collides, the codec never changes data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvsessions import InvalidIdError, InvalidValueError, Message, keys
+from kvsessions.codec import check_json_value, decode_message, encode_message
+
+ids = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=40,
+)
+seqs = st.integers(min_value=0, max_value=2**63)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(ids, ids)
+def test_distinct_ids_give_distinct_keys(a: str, b: str) -> None:
+    if a != b:
+        assert keys.header_key(a) != keys.header_key(b)
+        assert keys.message_key(a, 0) != keys.message_key(b, 0)
+        assert keys.user_key(a, 1, "s") != keys.user_key(b, 1, "s")
+
+
+@given(ids, ids, seqs)
+def test_ranges_hold_exactly_their_own_keys(a: str, b: str, seq: int) -> None:
+    start, stop = keys.message_range(a)
+    assert start <= keys.message_key(a, seq) < stop
+    if a != b:
+        assert not start <= keys.message_key(b, seq) < stop
+    ustart, ustop = keys.user_range(a)
+    assert ustart <= keys.user_key(a, seq, b) < ustop
+    if a != b:
+        assert not ustart <= keys.user_key(b, seq, a) < ustop
+
+
+@given(ids, seqs, seqs)
+def test_message_keys_sort_by_seq(sid: str, x: int, y: int) -> None:
+    assert (keys.message_key(sid, x) < keys.message_key(sid, y)) == (x < y)
+    assert keys.seq_of_message_key(keys.message_key(sid, x)) == x
+
+
+@given(ids, ids, seqs)
+def test_index_keys_give_back_the_session_id(user: str, sid: str, moment: int) -> None:
+    prefix, _ = keys.user_range(user)
+    assert keys.parse_index_sid(keys.user_key(user, moment, sid), len(prefix) + 8) == sid
+    from kvsessions import SessionStatus
+
+    assert keys.parse_index_sid(keys.activity_key(SessionStatus.ACTIVE, moment, sid), 10) == sid
+
+
+@given(st.text(max_size=300))
+def test_check_id_accepts_or_refuses_typed(value: str) -> None:
+    try:
+        encoded = keys.check_id(value, "id")
+    except InvalidIdError:
+        return
+    assert encoded[:-1].decode("utf-8") == value
+
+
+@given(json_values, st.dictionaries(st.text(), json_values, max_size=3), seqs)
+def test_codec_round_trips_json_values_exactly(content: Any, extras: Any, seq: int) -> None:
+    check_json_value(content, "content")
+    message = Message(role="user", content=content, extras=extras)
+    decoded = decode_message(encode_message(message, seq))
+    assert decoded.seq == seq
+    assert _typed(decoded.content) == _typed(content)
+    assert _typed(decoded.extras) == _typed(extras)
+    assert decoded.timestamp == message.timestamp
+
+
+def _typed(value: Any) -> Any:
+    """Equality that also compares types (1 vs 1.0 vs True)."""
+    if isinstance(value, dict):
+        return ("dict", {k: _typed(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1}, (1,), b"x", 2**64, -(2**63) - 1, float("nan"), {"a": [1, {2: 3}]}, bytearray(b"x")],
+)
+def test_check_json_value_refuses(value: Any) -> None:
+    with pytest.raises(InvalidValueError):
+        check_json_value(value, "v")
