@@ -5,13 +5,12 @@ prefix first: a foreign payload (a pickle, say) is a :class:`CorruptRecordError`
 parsing, a newer format is a :class:`SchemaVersionError`.  Timestamps are stored as integer
 microseconds since the epoch, so they round-trip exactly.
 
-User values (state, metadata, message content and extras) must be JSON-shaped;
-:func:`check_json_value` rejects anything that would not come back identical.
+User values (state, metadata, message content and extras) are checked to be JSON-shaped
+before they get here (:mod:`kvsessions.values`).
 """
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +25,6 @@ from .model import Message, SessionStatus
 __all__ = [
     "FORMAT_VERSION",
     "HeaderRecord",
-    "check_json_value",
     "decode_header",
     "decode_message",
     "encode_header",
@@ -39,8 +37,6 @@ MAGIC = b"K"
 FORMAT_VERSION = 1
 _PREFIX = MAGIC + bytes([FORMAT_VERSION])
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_DEPTH = 64
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can write
 
 
 def to_micros(moment: datetime) -> int:
@@ -75,6 +71,10 @@ class HeaderRecord:
 
 def _make_converter() -> Any:
     converter = make_converter()
+    # JSON objects of user values are taken as parsed (orjson already gave fresh dicts);
+    # cattrs would otherwise rebuild each one key by key.
+    converter.register_structure_hook_func(lambda kind: kind == dict[str, Any], _json_object)
+    converter.register_unstructure_hook_func(lambda kind: kind == dict[str, Any], _identity)
     converter.register_unstructure_hook(datetime, to_micros)
     converter.register_structure_hook(datetime, lambda value, _: from_micros(_as_int(value)))
     converter.register_unstructure_hook(
@@ -103,6 +103,16 @@ def _make_converter() -> Any:
         ),
     )
     return converter
+
+
+def _json_object(value: Any, _: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _identity(value: Any) -> Any:
+    return value  # user values were checked JSON-shaped before they reach the codec
 
 
 def _as_int(value: Any) -> int:
@@ -158,55 +168,3 @@ def _decode(data: bytes, structure: Any, kind: type) -> Any:
             f"stored {kind.__name__} record is damaged ({type(exc).__name__}: {exc}); other "
             "sessions are unaffected; run `kvsessions check` on the store to list damaged records"
         ) from exc
-
-
-_SCALARS = (str, bool, type(None))
-
-
-def check_json_value(value: Any, where: str) -> None:
-    """Raise :class:`InvalidValueError` unless ``value`` round-trips exactly through JSON.
-
-    Accepted: ``None``, ``bool``, ``str``, ``int`` (64-bit), finite ``float``, and ``list``
-    and ``dict`` (with ``str`` keys) of those.  Subclasses, tuples, sets, bytes, datetimes,
-    NaN/inf, cycles and nesting deeper than 64 levels are rejected.
-    """
-    _check(value, where, 0)
-
-
-def _check(value: Any, where: str, depth: int) -> None:
-    kind = type(value)
-    if kind in _SCALARS:
-        return
-    if kind is int:
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise InvalidValueError(
-                f"{where}: integer {value} is out of the 64-bit range JSON "
-                "storage keeps; store it as a string"
-            )
-        return
-    if kind is float:
-        if not math.isfinite(value):
-            raise InvalidValueError(
-                f"{where}: {value!r} does not round-trip through JSON; "
-                "store None or a string instead"
-            )
-        return
-    if depth >= _MAX_DEPTH:
-        raise InvalidValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels (or cyclic)")
-    if kind is list:
-        for index, item in enumerate(value):
-            _check(item, f"{where}[{index}]", depth + 1)
-        return
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise InvalidValueError(
-                    f"{where}: key {key!r} is a {type(key).__name__}; JSON "
-                    "keys must be str, so convert it with str() first"
-                )
-            _check(item, f"{where}[{key!r}]", depth + 1)
-        return
-    raise InvalidValueError(
-        f"{where}: a {kind.__name__} would not round-trip through JSON storage; convert it "
-        "to str, int, float, bool, None, list or dict first"
-    )

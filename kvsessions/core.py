@@ -22,13 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import attrs
+import orjson
 
 from . import keys
 from .backends.base import Batch, Commit, Conflict, Get, Plan, Scan
 from .codec import (
     FORMAT_VERSION,
     HeaderRecord,
-    check_json_value,
     decode_header,
     decode_message,
     encode_header,
@@ -46,6 +46,7 @@ from .errors import (
     StoreConfigError,
 )
 from .model import Message, Session, SessionStatus, SyncBase, new_session_id
+from .values import check_json_value
 
 __all__ = ["Job", "KVOperations", "check_session", "ensure_format"]
 
@@ -55,7 +56,7 @@ ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 _MISSING: Any = object()
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Job(Generic[T]):
     """A plan plus whether it writes (local engines then take their write lock first)."""
 
@@ -160,19 +161,25 @@ def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) 
     session = Session(
         session_id=session_id,
         user_id=record.user_id,
-        metadata=record.metadata,
+        metadata=dict(record.metadata),
         messages=[decode_message(value) for _, value in rows],
-        state=record.state,
+        state=dict(record.state),
         status=record.status,
         created_at=from_micros(record.created_at),
         updated_at=from_micros(record.updated_at),
     )
-    _mark_synced(session, header)
+    _mark_synced(session, header, record)
     return session
 
 
-def _mark_synced(session: Session, header: bytes) -> None:
-    session._base = SyncBase(header=header, record=decode_header(header))
+def _mark_synced(session: Session, header: bytes, record: HeaderRecord) -> None:
+    """Remember ``header`` as what is stored now (``record`` may share values with it)."""
+    session._base = SyncBase(
+        header=header,
+        record=record,
+        state_json=orjson.dumps(record.state),
+        metadata_json=orjson.dumps(record.metadata),
+    )
     session._synced = len(session.messages)
 
 
@@ -201,7 +208,7 @@ def _sessions_for_user(user_id: str) -> Plan[list[Session]]:
 # -- saving ----------------------------------------------------------------------------
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class _Changes:
     """What a session changed since it was loaded, ready to apply on any stored header."""
 
@@ -234,12 +241,14 @@ def check_session(session: Session) -> _Changes:
         raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
     keys.check_id(session.session_id, "session_id")
     keys.check_id(session.user_id, "user_id")
-    base = session._base.record if session._base is not None else None
+    base = session._base
     for field, value in (("state", session.state), ("metadata", session.metadata)):
         if type(value) is not dict:
             raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
-    state_set, state_del = _dict_changes(session.state, base.state if base else {}, "state")
-    meta_set, meta_del = _dict_changes(session.metadata, base.metadata if base else {}, "metadata")
+    state_set, state_del = _dict_changes(session.state, base.state_json if base else b"{}", "state")
+    meta_set, meta_del = _dict_changes(
+        session.metadata, base.metadata_json if base else b"{}", "metadata"
+    )
     pending = session.messages[session._synced :]
     for message in pending:
         if not isinstance(message, Message):
@@ -251,15 +260,27 @@ def check_session(session: Session) -> _Changes:
             raise InvalidSessionError(f"message role must be a non-empty str, got {message.role!r}")
         check_json_value(message.content, "message content")
         check_json_value(message.extras, "message extras")
-    status = None
-    if base is None or session.status != base.status:
-        status = session.status
+    try:
+        status: SessionStatus | None = SessionStatus(session.status)
+    except ValueError:
+        raise InvalidSessionError(
+            f"session.status must be 'active' or 'archived', got {session.status!r}"
+        ) from None
+    if base is not None and status == base.record.status:
+        status = None
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
 
 
 def _dict_changes(
-    current: dict[str, Any], base: dict[str, Any], where: str
+    current: dict[str, Any], snapshot_json: bytes, where: str
 ) -> tuple[dict[str, Any], list[str]]:
+    """Keys of ``current`` that differ from the JSON snapshot, and keys it no longer has."""
+    try:
+        if orjson.dumps(current) == snapshot_json:
+            return {}, []  # the common case: untouched, decided without a per-key walk
+    except TypeError:
+        pass  # a value JSON cannot hold: the walk below names it
+    base = orjson.loads(snapshot_json)
     changed = {}
     for key, value in current.items():
         if not _same(value, base.get(key, _MISSING)):
@@ -296,6 +317,7 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
     hkey = keys.header_key(sid)
     current_bytes = base.header if base is not None else None
     current: HeaderRecord | None = base.record if base is not None else None
+    base_record = current
     if expect_version is not None and (current.version if current else 0) != expect_version:
         current_bytes = yield Get(hkey)  # our copy is not what the caller expects: look
         current = decode_header(current_bytes) if current_bytes is not None else None
@@ -303,7 +325,9 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
     missed: list[Message] = []
     for _ in range(MAX_ATTEMPTS):
         _check_can_save(session, base, current, changes, expect_version)
-        header, commit = _commit_for(session, current, current_bytes, changes, now_us, created_us)
+        header, record, commit = _commit_for(
+            session, current, current_bytes, changes, now_us, created_us
+        )
         answer = yield commit
         if answer is None:
             break
@@ -318,18 +342,22 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
         raise ConflictError(
             f"session {sid!r} kept changing under {MAX_ATTEMPTS} save attempts; retry later"
         )
-    first_seq = current.next_seq if current is not None else 0
-    saved = [attrs.evolve(m, seq=first_seq + i) for i, m in enumerate(changes.pending)]
+    first_seq = record.next_seq - len(changes.pending)
+    saved = [
+        Message(m.role, m.content, m.timestamp, m.extras, first_seq + i)
+        for i, m in enumerate(changes.pending)
+    ]
     session.messages[session._synced :] = missed + saved
-    new = decode_header(header)
-    session.state.clear()
-    session.state.update(new.state)
-    session.metadata.clear()
-    session.metadata.update(new.metadata)
-    session.status = new.status
-    session.created_at = from_micros(new.created_at)
-    session.updated_at = from_micros(new.updated_at)
-    _mark_synced(session, header)
+    if changes.state_set or changes.state_del or current is not base_record:
+        session.state.clear()
+        session.state.update(record.state)
+    if changes.meta_set or changes.meta_del or current is not base_record:
+        session.metadata.clear()
+        session.metadata.update(record.metadata)
+    session.status = record.status
+    session.created_at = from_micros(record.created_at)
+    session.updated_at = from_micros(record.updated_at)
+    _mark_synced(session, header, record)
 
 
 def _check_can_save(
@@ -380,17 +408,11 @@ def _commit_for(
     changes: _Changes,
     now_us: int,
     created_us: int,
-) -> tuple[bytes, Commit]:
+) -> tuple[bytes, HeaderRecord, Commit]:
     sid = session.session_id
     first_seq = current.next_seq if current is not None else 0
-    state = dict(current.state) if current is not None else {}
-    metadata = dict(current.metadata) if current is not None else {}
-    state.update(changes.state_set)
-    metadata.update(changes.meta_set)
-    for key in changes.state_del:
-        state.pop(key, None)
-    for key in changes.meta_del:
-        metadata.pop(key, None)
+    state = _merged(current.state if current else {}, changes.state_set, changes.state_del)
+    metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
     status = changes.status or (current.status if current else SessionStatus.ACTIVE)
     record = HeaderRecord(
         user_id=session.user_id,
@@ -416,7 +438,17 @@ def _commit_for(
         put[keys.user_key(session.user_id, record.created_at, sid)] = b""
     else:
         delete.append(keys.activity_key(current.status, current.updated_at, sid))
-    return header, Commit(expect={hkey: current_bytes}, put=put, delete=delete)
+    return header, record, Commit(expect={hkey: current_bytes}, put=put, delete=delete)
+
+
+def _merged(stored: dict[str, Any], changed: dict[str, Any], removed: list[str]) -> dict[str, Any]:
+    """``stored`` with this save's changes applied (stored dicts are never mutated)."""
+    if not changed and not removed:
+        return stored
+    merged = {**stored, **changed}
+    for key in removed:
+        merged.pop(key, None)
+    return merged
 
 
 # -- delete, archive, clear ------------------------------------------------------------

@@ -38,7 +38,7 @@ __all__ = ["Call", "CallBackend", "StoreCallOperations"]
 T = TypeVar("T")
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Call:
     """Ask the driver to call ``store.<method>(*args)`` and send back the result."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .errors import InvalidSessionError
+from .values import check_json_value
 
 __all__ = ["Message", "Session", "SessionStatus", "new_session_id", "utcnow"]
 
@@ -62,17 +63,20 @@ class Message:
         }
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class SyncBase:
     """What a session looked like in the store when last loaded or saved (internal).
 
-    ``header`` is the stored header record byte for byte (the compare-and-set token of the
-    next save); ``record`` is its decoded form, a private copy that user code never holds,
-    used to find what changed.
+    ``header`` is the stored header record byte for byte: the compare-and-set token of
+    the next save.  ``record`` is its decoded form (``codec.HeaderRecord``).  The two JSON
+    snapshots are what ``state`` and ``metadata`` were, for finding what changed: bytes,
+    so later mutations of the user's objects cannot reach them.
     """
 
     header: bytes
-    record: Any  # codec.HeaderRecord (not imported here: the model knows no codec)
+    record: Any
+    state_json: bytes
+    metadata_json: bytes
 
 
 @attrs.define(slots=True)
@@ -90,7 +94,7 @@ class Session:
     metadata: dict[str, Any] = attrs.field(factory=dict)
     messages: list[Message] = attrs.field(factory=list)
     state: dict[str, Any] = attrs.field(factory=dict)
-    status: SessionStatus = attrs.field(default=SessionStatus.ACTIVE, converter=SessionStatus)
+    status: SessionStatus = SessionStatus.ACTIVE
     created_at: datetime = attrs.field(factory=utcnow)
     updated_at: datetime = attrs.field(factory=utcnow)
     _base: SyncBase | None = attrs.field(default=None, init=False, repr=False, eq=False)
@@ -101,8 +105,6 @@ class Session:
 
     def add_message(self, role: str, content: Any, **extras: Any) -> Message:
         """Append a message (stored at the next ``save``) and return it."""
-        from .codec import check_json_value  # local: model stays import-light
-
         if not isinstance(role, str) or not role:
             raise InvalidSessionError(
                 f"message role must be a non-empty str (e.g. 'user'), got {role!r}"
@@ -115,8 +117,6 @@ class Session:
 
     def set_state(self, key: str, value: Any) -> None:
         """Set one state entry; concurrent saves that set other keys merge with it."""
-        from .codec import check_json_value
-
         if not isinstance(key, str):
             raise InvalidSessionError(f"state keys must be str, got {type(key).__name__}")
         check_json_value(value, f"state[{key!r}]")

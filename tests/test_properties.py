@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvsessions import InvalidIdError, InvalidValueError, Message, keys
-from kvsessions.codec import check_json_value, decode_message, encode_message
+from kvsessions.codec import decode_message, encode_message
+from kvsessions.values import check_json_value
 
 ids = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),

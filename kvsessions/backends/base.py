@@ -48,12 +48,12 @@ __all__ = [
 T = TypeVar("T")
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Get:
     key: bytes
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Scan:
     start: bytes
     stop: bytes
@@ -61,12 +61,12 @@ class Scan:
     reverse: bool = False
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Batch:
     ops: tuple[Get | Scan, ...]
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Commit:
     expect: Mapping[bytes, bytes | None] = attrs.field(factory=dict)
     put: Mapping[bytes, bytes] = attrs.field(factory=dict)
@@ -74,7 +74,7 @@ class Commit:
     delete_ranges: Sequence[tuple[bytes, bytes]] = ()
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Conflict:
     current: Mapping[bytes, bytes | None]
 
