@@ -1,12 +1,16 @@
 """``AsyncSessionManager``: the asyncio face of the session core.
 
 The same plans as :class:`~kvsessions.SessionManager`, driven without blocking the event
-loop: a local engine's plan runs whole in a bounded worker pool (one transaction in one
-thread, never held across an ``await``); a backend with a native asyncio driver, or a
-user's store with ``async def`` methods, is awaited directly.
+loop.  With a local engine, the plan's own logic runs on the loop and each engine
+operation runs in a bounded worker pool, in a transaction of its own (none is held across
+an ``await``; saves are optimistic and re-base on conflict).  Plan steps that decode many
+records at once also move to the pool.  Worker threads thus spend their time inside the
+engine, where it releases the GIL, rather than competing with the loop for it.  A backend
+with a native asyncio driver, or a user's store with ``async def`` methods, is awaited
+directly.
 
-If the task awaiting a save is cancelled, the worker still finishes that save: it commits
-whole or not at all, and the manager stays usable.
+If the task awaiting a save is cancelled, the worker still finishes the commit it was
+running: it is applied whole or not at all, and the manager stays usable.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .backends.base import LocalBackend, Plan
 from .core import Job
 from .errors import StoreClosedError
 from .model import Session, utcnow
@@ -28,14 +32,15 @@ from .stores import LMDBSessionStore, SessionStore
 __all__ = ["AsyncSessionManager"]
 
 T = TypeVar("T")
-DEFAULT_WORKERS = min(8, (os.cpu_count() or 1) + 2)
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+HEAVY_STEP_ROWS = 256  # a plan step decoding more records than this runs off the loop
 
 
 class AsyncSessionManager:
     """Create, save, load, list, archive and delete sessions from asyncio code.
 
     ``max_workers`` bounds the threads that run blocking engine work (default
-    ``min(8, cpus + 2)``).  Other arguments as for :class:`~kvsessions.SessionManager`.
+    ``min(4, cpus)``).  Other arguments as for :class:`~kvsessions.SessionManager`.
     """
 
     def __init__(
@@ -60,8 +65,7 @@ class AsyncSessionManager:
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
             return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
-        call = partial(self._backend.run, job.plan, write=job.write)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)  # type: ignore[no-any-return]
+        return await _drive_local(self._backend, job.plan, self._pool)
 
     async def create_session(
         self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
@@ -124,3 +128,30 @@ class AsyncSessionManager:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _drive_local(backend: LocalBackend, plan: Plan[T], pool: Executor) -> T:
+    """Step the plan on the loop; run engine operations (and heavy steps) in ``pool``."""
+    loop = asyncio.get_running_loop()
+    answer: Any = None
+    while True:
+        try:
+            if _rows(answer) > HEAVY_STEP_ROWS:
+                op = await loop.run_in_executor(pool, plan.send, answer)
+            else:
+                op = plan.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if backend.blocking:
+            answer = await loop.run_in_executor(pool, backend.execute, op)
+        else:
+            answer = backend.execute(op)
+
+
+def _rows(answer: Any) -> int:
+    """How many records an answer holds (a Scan's list, or a Batch's tuple of answers)."""
+    if type(answer) is list:
+        return len(answer)
+    if type(answer) is tuple:
+        return sum(len(part) for part in answer if type(part) is list)
+    return 0

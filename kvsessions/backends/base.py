@@ -15,11 +15,22 @@ has to answer four operations:
     ``expect`` keys when one of them differs (``None`` expected = key absent); then nothing
     was written.  Deletes apply before puts.
 
-A local backend (memory, LMDB, SQLite) runs a whole plan inside one transaction: a write
-plan holds the engine's write lock from its first read to its commit, so its expectations
-hold and the commit never conflicts; after a commit the next operation starts a new
-transaction.  A remote backend (Redis) answers each operation with a round trip and checks
-``expect`` server-side.
+A local backend (memory, LMDB, SQLite) can drive a plan two ways, and plans are written
+to be correct under both:
+
+``run(plan, write=...)``
+    the whole plan inside one transaction, in the calling thread: a write plan holds the
+    engine's write lock from its first read to its commit, so its expectations hold and
+    the commit never conflicts; after a commit the next operation starts a new
+    transaction.  The blocking manager uses this.
+``execute(op)``
+    one operation in its own transaction; between operations nothing is held, so a
+    ``Commit`` may answer ``Conflict`` and the plan re-bases and retries.  The asyncio
+    manager uses this: plan logic runs on the event loop, each engine call in a worker
+    thread, and no transaction stays open across an ``await``.
+
+A remote backend (Redis) answers each operation with a round trip and checks ``expect``
+server-side, like ``execute``.
 """
 
 from __future__ import annotations
@@ -120,6 +131,8 @@ class LocalBackend(abc.ABC):
 
     #: What ``durability`` means for this engine, for docs and ``repr``.
     durability: str = "full"
+    #: Whether an operation may wait on I/O (then asyncio code runs it in a worker thread).
+    blocking: bool = True
 
     def __init__(self) -> None:
         self._closed = False
@@ -172,6 +185,14 @@ class LocalBackend(abc.ABC):
         finally:
             if txn is not None:
                 txn.abort()
+
+    def execute(self, op: Op) -> Any:
+        """Answer one operation in a transaction of its own."""
+        return self.run(_single(op), write=type(op) is Commit)
+
+
+def _single(op: Op) -> Plan[Any]:
+    return (yield op)
 
 
 def _commit(txn: Transaction, op: Commit) -> Conflict | None:

@@ -18,6 +18,7 @@ __all__ = ["MemoryBackend"]
 
 class MemoryBackend(LocalBackend):
     durability = "none"
+    blocking = False  # dict operations: cheaper to run on the event loop than to hand off
 
     def __init__(self) -> None:
         super().__init__()
