@@ -135,17 +135,27 @@ async def _drive_local(backend: LocalBackend, plan: Plan[T], pool: Executor) -> 
     loop = asyncio.get_running_loop()
     answer: Any = None
     while True:
-        try:
-            if _rows(answer) > HEAVY_STEP_ROWS:
-                op = await loop.run_in_executor(pool, plan.send, answer)
-            else:
-                op = plan.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        if _rows(answer) > HEAVY_STEP_ROWS:
+            finished, op = await loop.run_in_executor(pool, _step, plan, answer)
+        else:
+            finished, op = _step(plan, answer)
+        if finished:
+            return op  # type: ignore[no-any-return]
         if backend.blocking:
             answer = await loop.run_in_executor(pool, backend.execute, op)
         else:
             answer = backend.execute(op)
+
+
+def _step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
+    """Advance the plan: ``(False, next op)``, or ``(True, result)`` once it returns.
+
+    (A ``StopIteration`` cannot cross a thread pool's future, so it is caught here.)
+    """
+    try:
+        return False, plan.send(answer)
+    except StopIteration as stop:
+        return True, stop.value
 
 
 def _rows(answer: Any) -> int:

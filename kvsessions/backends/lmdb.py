@@ -20,6 +20,7 @@ requires.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -85,7 +86,7 @@ class LMDBBackend(LocalBackend):
 
     def _open_env(self) -> lmdb.Environment:
         try:
-            return lmdb.open(
+            env = lmdb.open(
                 str(self.path),
                 map_size=self._map_size,
                 subdir=True,
@@ -96,6 +97,8 @@ class LMDBBackend(LocalBackend):
                 max_readers=512,
                 lock=True,
             )
+            env.reader_check()  # free reader slots left by processes that were killed
+            return env
         except (lmdb.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open LMDB store at {self.path}: {exc}; check the path is a writable "
@@ -103,7 +106,12 @@ class LMDBBackend(LocalBackend):
             ) from exc
 
     def _after_fork(self) -> None:
-        self._env = self._open()  # the parent's handle must not be touched (nor closed) here
+        # py-lmdb refuses a second open of a file it believes open in this process, and a
+        # forked child inherits that belief: close the child's copy of the handle first.
+        # (LMDB documents fork as safe only while no transaction is open in the parent.)
+        with contextlib.suppress(lmdb.Error):
+            self._env.close()
+        self._env = self._open()
 
     def _begin(self, write: bool) -> Transaction:
         try:
