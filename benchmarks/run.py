@@ -8,7 +8,9 @@ directly (the *raw limit*), each side in its own subdirectory with the same hist
 a short warm-up both sides are timed in alternating slices for a fixed total duration each,
 so background load hits both alike.  ``--only`` keeps the cases whose name matches the glob
 ``*PATTERN*``; ``--repeat N`` runs each case N times (fresh processes) and keeps medians.
-Prints ops/s, ratios and the §8 targets, and writes every figure as JSON.
+Prints ops/s, ratios and the §8 targets, and writes every figure as JSON; then runs
+``concurrency.py`` (blocking vs asyncio throughput and event-loop stalls) unless ``--only``
+excludes ``async``.
 """
 
 from __future__ import annotations
@@ -297,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
+    if not args.only or fnmatch.fnmatch("async", f"*{args.only}*"):
+        print("\nasyncio vs blocking (benchmarks/concurrency.py):", flush=True)
+        sessions = "300" if args.quick else "1000"
+        subprocess.run(
+            [sys.executable, str(HERE / "concurrency.py"), "--sessions", sessions], check=True
+        )
     failed = [(r["name"], e) for r in rows for e in r["errors"]]
     for name, error in failed:
         print(f"ERROR in {name}: {error}", file=sys.stderr)

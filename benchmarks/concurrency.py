@@ -1,0 +1,196 @@
+"""Many sessions at once: blocking vs asyncio throughput, and how long the loop stalls.
+
+    python benchmarks/concurrency.py [--sessions 1000] [--only PATTERN] [--json PATH]
+
+For each store (LMDB, SQLite at "full" and "fast", memory), in a fresh process:
+
+- *blocking*: one thread serves the sessions one after another;
+- *asyncio*: all sessions served concurrently on one event loop, flat out;
+- *asyncio, paced*: all sessions open at once, each waiting 20-300 ms between turns
+  (a model "thinking"), as an agent server runs; a 1 ms heartbeat task measures the
+  loop's stalls, and a hook on the loop times every callback it runs.
+
+A session's work: create, then 3 turns of (add a user and an assistant message, save),
+then load it back.  Throughput is in sessions/s (5 operations each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fnmatch
+import gc
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STORES = [("lmdb", "full"), ("lmdb", "fast"), ("sqlite", "full"), ("sqlite", "fast"),
+          ("memory", "none")]  # fmt: skip
+CONTENT = "Could you summarise the last report and list the open action items, please?"
+
+
+def _store(kind: str, durability: str, path: Path) -> Any:
+    from kvsessions import LMDBSessionStore, MemorySessionStore, SQLiteSessionStore
+
+    if kind == "lmdb":
+        return LMDBSessionStore(path / "s.lmdb", durability=durability)
+    if kind == "sqlite":
+        return SQLiteSessionStore(path / "s.db", durability=durability)
+    return MemorySessionStore()
+
+
+def blocking(kind: str, durability: str, path: Path, sessions: int) -> float:
+    from kvsessions import SessionManager
+
+    with SessionManager(store=_store(kind, durability, path)) as manager:
+        start = time.perf_counter()
+        for number in range(sessions):
+            session = manager.create_session(f"user{number % 100}")
+            for turn in range(3):
+                session.add_message("user", f"{turn}: {CONTENT}")
+                session.add_message("assistant", CONTENT)
+                manager.save(session)
+            manager.get_session(session.session_id)
+        return sessions / (time.perf_counter() - start)
+
+
+async def _conversation(manager: Any, number: int, pace: random.Random | None) -> None:
+    if pace:
+        await asyncio.sleep(pace.uniform(0, 1.5))
+    session = await manager.create_session(f"user{number % 100}")
+    for turn in range(3):
+        if pace:
+            await asyncio.sleep(pace.uniform(0.02, 0.3))
+        session.add_message("user", f"{turn}: {CONTENT}")
+        session.add_message("assistant", CONTENT)
+        await manager.save(session)
+    await manager.get_session(session.session_id)
+
+
+def asynchronous(
+    kind: str, durability: str, path: Path, sessions: int, paced: bool
+) -> dict[str, float]:
+    from kvsessions import AsyncSessionManager
+
+    slowest = [0.0]
+    original = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        started = time.perf_counter()
+        original(handle)
+        slowest[0] = max(slowest[0], time.perf_counter() - started)
+
+    async def main() -> dict[str, float]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def heartbeat() -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                gaps.append(time.perf_counter() - started - 0.001)
+
+        async with AsyncSessionManager(store=_store(kind, durability, path)) as manager:
+            beat = asyncio.create_task(heartbeat())
+            pace = random.Random(7) if paced else None
+            started = time.perf_counter()
+            tasks = []
+            for number in range(sessions):
+                tasks.append(asyncio.create_task(_conversation(manager, number, pace)))
+                if number % 25 == 24:
+                    await asyncio.sleep(0)
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - started
+            done.set()
+            await beat
+        gaps.sort()
+        return {
+            "sessions_s": sessions / elapsed,
+            "stall_max_ms": gaps[-1] * 1000,
+            "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000,
+            "stall_median_ms": gaps[len(gaps) // 2] * 1000,
+            "slowest_callback_ms": slowest[0] * 1000,
+        }
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    try:
+        return asyncio.run(main())
+    finally:
+        asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+
+def child(kind: str, durability: str, sessions: int) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    gc.collect()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        for sub in ("b", "a", "p"):
+            (base / sub).mkdir()
+        result: dict[str, Any] = {
+            "blocking_sessions_s": blocking(kind, durability, base / "b", sessions)
+        }
+        flat = asynchronous(kind, durability, base / "a", sessions, paced=False)
+        result["async_sessions_s"] = flat["sessions_s"]
+        result["paced"] = asynchronous(kind, durability, base / "p", sessions, paced=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--only", metavar="PATTERN", help="glob over store/durability")
+    parser.add_argument("--json", metavar="PATH", default=str(HERE / "results" / "async.json"))
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], args.sessions)))
+        return 0
+    rows = []
+    print(
+        f"{'store':<8} {'durab.':<6} {'blocking/s':>10} {'asyncio/s':>10} {'ratio':>6}  "
+        f"paced loop stall: {'max':>8} {'p99':>8} {'median':>8}  slowest callback"
+    )
+    for kind, durability in STORES:
+        if args.only and not fnmatch.fnmatch(f"{kind}/{durability}", f"*{args.only}*"):
+            continue
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--sessions",
+                str(args.sessions),
+                "--child",
+                kind,
+                durability,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        row = {"store": kind, "durability": durability, **json.loads(out.splitlines()[-1])}
+        rows.append(row)
+        paced = row["paced"]
+        print(
+            f"{kind:<8} {durability:<6} {row['blocking_sessions_s']:>10.0f} "
+            f"{row['async_sessions_s']:>10.0f} "
+            f"{row['async_sessions_s'] / row['blocking_sessions_s']:>6.2f}  "
+            f"{'':>18}{paced['stall_max_ms']:>6.1f}ms {paced['stall_p99_ms']:>6.2f}ms "
+            f"{paced['stall_median_ms']:>6.2f}ms  {paced['slowest_callback_ms']:>6.1f}ms",
+            flush=True,
+        )
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sessions": args.sessions, "rows": rows}, indent=1) + "\n")
+    print(f"({args.sessions} sessions of 5 operations each; wrote {path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
