@@ -23,7 +23,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .backends.base import LocalBackend, Plan
+from .backends.base import Commit, LocalBackend, Plan
 from .core import Job
 from .errors import StoreClosedError
 from .model import Session, utcnow
@@ -56,6 +56,7 @@ class AsyncSessionManager:
         self._pool = ThreadPoolExecutor(
             max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions"
         )
+        self._committer = _GroupCommit(self._backend, self._pool)
         self._closed = False
 
     async def _run(self, job: Job[T]) -> T:
@@ -65,7 +66,7 @@ class AsyncSessionManager:
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
             return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
-        return await _drive_local(self._backend, job.plan, self._pool)
+        return await _drive_local(self._backend, job.plan, self._pool, self._committer)
 
     async def create_session(
         self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
@@ -130,7 +131,9 @@ class AsyncSessionManager:
         await self.close()
 
 
-async def _drive_local(backend: LocalBackend, plan: Plan[T], pool: Executor) -> T:
+async def _drive_local(
+    backend: LocalBackend, plan: Plan[T], pool: Executor, committer: _GroupCommit
+) -> T:
     """Step the plan on the loop; run engine operations (and heavy steps) in ``pool``."""
     loop = asyncio.get_running_loop()
     answer: Any = None
@@ -141,10 +144,12 @@ async def _drive_local(backend: LocalBackend, plan: Plan[T], pool: Executor) -> 
             finished, op = _step(plan, answer)
         if finished:
             return op  # type: ignore[no-any-return]
-        if backend.blocking:
-            answer = await loop.run_in_executor(pool, backend.execute, op)
-        else:
+        if not backend.blocking:
             answer = backend.execute(op)
+        elif type(op) is Commit:
+            answer = await committer.commit(op)
+        else:
+            answer = await loop.run_in_executor(pool, backend.execute, op)
 
 
 def _step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
@@ -165,3 +170,50 @@ def _rows(answer: Any) -> int:
     if type(answer) is tuple:
         return sum(len(part) for part in answer if type(part) is list)
     return 0
+
+
+class _GroupCommit:
+    """Commits from concurrent tasks share one engine transaction, hence one fsync.
+
+    While a group is being committed in the pool, newly arriving commits queue up; the
+    next group takes all of them.  Each commit keeps its own expectations and is applied
+    whole or not at all (``LocalBackend.commit_many``).  A task cancelled while its commit
+    waits in the queue withdraws it; once its group has started, the commit goes through.
+    """
+
+    def __init__(self, backend: Any, pool: Executor) -> None:
+        self._backend = backend
+        self._pool = pool
+        self._queue: list[tuple[Commit, asyncio.Future[Any]]] = []
+        self._draining = False
+
+    async def commit(self, op: Commit) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                group = [(op, future) for op, future in self._queue if not future.cancelled()]
+                self._queue = []  # (a commit whose task was cancelled before now is dropped)
+                ops = [op for op, _ in group]
+                if not ops:
+                    continue
+                try:
+                    answers = await loop.run_in_executor(self._pool, self._backend.commit_many, ops)
+                except BaseException as exc:  # the whole group failed: tell every waiter
+                    answers = [exc] * len(group)
+                for (_, future), answer in zip(group, answers, strict=True):
+                    if future.done():
+                        continue  # its task was cancelled; the commit still happened
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            self._draining = False

@@ -139,8 +139,9 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
 
 def _structure_header(record: Any, _: Any) -> HeaderRecord:
     if type(record) is not dict or record.keys() != _HEADER_FIELDS.keys():
-        raise TypeError(f"a header record has keys {', '.join(_HEADER_FIELDS)}; got "
-                        f"{_shape(record)}")
+        raise TypeError(
+            f"a header record has keys {', '.join(_HEADER_FIELDS)}; got {_shape(record)}"
+        )
     for name, kind in _HEADER_FIELDS.items():
         if type(record[name]) is not kind:
             raise TypeError(f"header field {name} must be {kind.__name__}")

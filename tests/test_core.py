@@ -223,3 +223,45 @@ def test_batch_reads_one_snapshot() -> None:
         return (yield Batch((Get(b"a"), Scan(b"a", b"c"))))
 
     assert backend.run(plan(), write=True) == (b"1", [(b"a", b"1"), (b"b", b"2")])
+
+
+def test_group_commit_applies_each_commit_in_order(tmp_path: Any) -> None:
+    backend = SQLiteSessionStore(tmp_path / "g.db")._backend
+    answers = backend.commit_many(
+        [
+            Commit(expect={b"k": None}, put={b"k": b"1"}),
+            Commit(expect={b"k": None}, put={b"k": b"2"}),  # sees the first: conflicts
+            Commit(expect={b"k": b"1"}, put={b"k": b"3", b"other": b"x"}),
+        ]
+    )
+    assert answers[0] is None and answers[2] is None
+    assert answers[1] is not None and answers[1].current == {b"k": b"1"}
+    assert backend.execute(Batch((Get(b"k"), Get(b"other")))) == (b"3", b"x")
+
+
+def test_group_commit_isolates_a_failing_commit(tmp_path: Any) -> None:
+    from kvsessions import StoreError
+
+    store = SQLiteSessionStore(tmp_path / "f.db")
+    backend = store._backend
+    original_begin = backend._begin
+
+    def begin(write: bool) -> Transaction:
+        txn = original_begin(write)
+        original_write = txn.write
+
+        def write(put: Any, delete: Any, ranges: Any) -> None:
+            if b"poison" in put:
+                raise StoreError("disk full (simulated)")
+            original_write(put, delete, ranges)
+
+        txn.write = write  # type: ignore[method-assign]
+        return txn
+
+    backend._begin = begin  # type: ignore[method-assign]
+    answers = backend.commit_many(
+        [Commit(put={b"a": b"1"}), Commit(put={b"poison": b"!"}), Commit(put={b"b": b"2"})]
+    )
+    assert answers[0] is None and answers[2] is None
+    assert isinstance(answers[1], StoreError)
+    assert backend.execute(Batch((Get(b"a"), Get(b"poison"), Get(b"b")))) == (b"1", None, b"2")

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..errors import StoreClosedError
+from ..errors import KVSessionsError, StoreClosedError
 
 __all__ = [
     "Batch",
@@ -159,12 +159,7 @@ class LocalBackend(abc.ABC):
 
     def run(self, plan: Plan[T], *, write: bool) -> T:
         """Drive ``plan`` to completion; ``write`` plans hold the write lock while they run."""
-        if self._closed:
-            plan.close()
-            raise StoreClosedError("this store was closed; open a new store object to use it")
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
-            self._after_fork()
-            self._pid = os.getpid()
+        self._check_usable(plan)
         txn: Transaction | None = None
         answer: Any = None
         try:
@@ -190,15 +185,59 @@ class LocalBackend(abc.ABC):
         """Answer one operation in a transaction of its own."""
         return self.run(_single(op), write=type(op) is Commit)
 
+    def commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Exception | None]:
+        """Group commit: apply each ``Commit`` in turn in ONE transaction, durable at once.
+
+        Each answer is what ``execute`` would have answered, as if the commits had run one
+        after another in this order (a later one sees the earlier ones' writes).  One
+        fsync covers them all.  If the engine fails part-way, the transaction is rolled
+        back and each commit is retried alone, so one bad commit fails only itself.
+        """
+        self._check_usable(None)
+        txn = self._begin(True)
+        try:
+            answers: list[Conflict | Exception | None] = [_apply(txn, op) for op in ops]
+            txn.commit()
+            return answers
+        except KVSessionsError:
+            txn.abort()
+            if len(ops) == 1:
+                raise
+        answers = []
+        for op in ops:
+            try:
+                answers.append(self.execute(op))
+            except KVSessionsError as exc:
+                answers.append(exc)
+        return answers
+
+    def _check_usable(self, plan: Plan[Any] | None) -> None:
+        if self._closed:
+            if plan is not None:
+                plan.close()
+            raise StoreClosedError("this store was closed; open a new store object to use it")
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+            self._after_fork()
+            self._pid = os.getpid()
+
 
 def _single(op: Op) -> Plan[Any]:
     return (yield op)
 
 
-def _commit(txn: Transaction, op: Commit) -> Conflict | None:
-    current = {key: txn.get(key) for key in op.expect}
-    if any(current[key] != expected for key, expected in op.expect.items()):
-        return Conflict(current)
+def _apply(txn: Transaction, op: Commit) -> Conflict | None:
+    """Check ``op``'s expectations in ``txn`` and, if they hold, write it (no commit)."""
+    expect = op.expect
+    if expect:
+        current = {key: txn.get(key) for key in expect}
+        if current != expect:
+            return Conflict(current)
     txn.write(op.put, op.delete, op.delete_ranges)
-    txn.commit()
     return None
+
+
+def _commit(txn: Transaction, op: Commit) -> Conflict | None:
+    answer = _apply(txn, op)
+    if answer is None:
+        txn.commit()
+    return answer
