@@ -86,10 +86,10 @@ class KVOperations:
             created_at=now,
             updated_at=now,
         )
-        return Job(_returning(_save(session, to_micros(now), None), session), write=True)
+        return Job(_returning(_save(session, now, None), session), write=True)
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
-        return Job(_returning(_save(session, self._now_us(), expect_version), session), True)
+        return Job(_returning(_save(session, self._clock(), expect_version), session), True)
 
     def get(self, session_id: str) -> Job[Session | None]:
         return Job(_load(session_id), write=False)
@@ -168,17 +168,16 @@ def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) 
         created_at=from_micros(record.created_at),
         updated_at=from_micros(record.updated_at),
     )
-    _mark_synced(session, header, record)
+    _mark_synced(session, header, record, keys.SessionKeys(session_id))
     return session
 
 
-def _mark_synced(session: Session, header: bytes, record: HeaderRecord) -> None:
+def _mark_synced(
+    session: Session, header: bytes, record: HeaderRecord, session_keys: keys.SessionKeys
+) -> None:
     """Remember ``header`` as what is stored now (``record`` may share values with it)."""
     session._base = SyncBase(
-        header=header,
-        record=record,
-        state_json=orjson.dumps(record.state),
-        metadata_json=orjson.dumps(record.metadata),
+        header, record, orjson.dumps(record.state), orjson.dumps(record.metadata), session_keys
     )
     session._synced = len(session.messages)
 
@@ -239,9 +238,11 @@ def check_session(session: Session) -> _Changes:
     """Validate a session about to be saved and return what it changed (any store)."""
     if not isinstance(session, Session):
         raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
-    keys.check_id(session.session_id, "session_id")
-    keys.check_id(session.user_id, "user_id")
     base = session._base
+    if base is None or session.session_id is not base.keys.sid:
+        keys.check_id(session.session_id, "session_id")
+    if base is None or session.user_id is not base.record.user_id:
+        keys.check_id(session.user_id, "user_id")
     for field, value in (("state", session.state), ("metadata", session.metadata)):
         if type(value) is not dict:
             raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
@@ -256,18 +257,22 @@ def check_session(session: Session) -> _Changes:
                 "session.messages may only hold Message objects; use "
                 f"session.add_message(), got {type(message).__name__}"
             )
-        if not isinstance(message.role, str) or not message.role:
+        if type(message.role) is not str or not message.role:
             raise InvalidSessionError(f"message role must be a non-empty str, got {message.role!r}")
-        check_json_value(message.content, "message content")
-        check_json_value(message.extras, "message extras")
-    try:
-        status: SessionStatus | None = SessionStatus(session.status)
-    except ValueError:
-        raise InvalidSessionError(
-            f"session.status must be 'active' or 'archived', got {session.status!r}"
-        ) from None
-    if base is not None and status == base.record.status:
-        status = None
+        if type(message.content) is not str:
+            check_json_value(message.content, "message content")
+        if message.extras:
+            check_json_value(message.extras, "message extras")
+    status: SessionStatus | None = None
+    if base is None or session.status is not base.record.status:
+        try:
+            status = SessionStatus(session.status)
+        except ValueError:
+            raise InvalidSessionError(
+                f"session.status must be 'active' or 'archived', got {session.status!r}"
+            ) from None
+        if base is not None and status is base.record.status:
+            status = None
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
 
 
@@ -302,7 +307,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[None]:
+def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[None]:
     sid = session.session_id
     changes = check_session(session)
     base = session._base
@@ -313,8 +318,9 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
         )
     if base is not None and not changes and expect_version is None:
         return  # nothing to write
-    created_us = to_micros(session.created_at)
-    hkey = keys.header_key(sid)
+    now_us, created_us = to_micros(now), to_micros(session.created_at)
+    session_keys = base.keys if base is not None and base.keys.sid is sid else keys.SessionKeys(sid)
+    hkey = session_keys.header
     current_bytes = base.header if base is not None else None
     current: HeaderRecord | None = base.record if base is not None else None
     base_record = current
@@ -326,7 +332,7 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
     for _ in range(MAX_ATTEMPTS):
         _check_can_save(session, base, current, changes, expect_version)
         header, record, commit = _commit_for(
-            session, current, current_bytes, changes, now_us, created_us
+            session, session_keys, current, current_bytes, changes, now_us, created_us
         )
         answer = yield commit
         if answer is None:
@@ -355,9 +361,8 @@ def _save(session: Session, now_us: int, expect_version: int | None) -> Plan[Non
         session.metadata.clear()
         session.metadata.update(record.metadata)
     session.status = record.status
-    session.created_at = from_micros(record.created_at)
-    session.updated_at = from_micros(record.updated_at)
-    _mark_synced(session, header, record)
+    session.updated_at = now
+    _mark_synced(session, header, record, session_keys)
 
 
 def _check_can_save(
@@ -403,13 +408,13 @@ def _check_can_save(
 
 def _commit_for(
     session: Session,
+    session_keys: keys.SessionKeys,
     current: HeaderRecord | None,
     current_bytes: bytes | None,
     changes: _Changes,
     now_us: int,
     created_us: int,
 ) -> tuple[bytes, HeaderRecord, Commit]:
-    sid = session.session_id
     first_seq = current.next_seq if current is not None else 0
     state = _merged(current.state if current else {}, changes.state_set, changes.state_del)
     metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
@@ -425,20 +430,19 @@ def _commit_for(
         metadata=metadata,
         state=state,
     )
-    hkey = keys.header_key(sid)
     header = encode_header(record)
     put = {
-        keys.message_key(sid, first_seq + i): encode_message(message, first_seq + i)
+        session_keys.message(first_seq + i): encode_message(message, first_seq + i)
         for i, message in enumerate(changes.pending)
     }
-    put[hkey] = header
-    put[keys.activity_key(status, now_us, sid)] = b""
+    put[session_keys.header] = header
+    put[session_keys.activity(status, now_us)] = b""
     delete = []
     if current is None:
-        put[keys.user_key(session.user_id, record.created_at, sid)] = b""
+        put[session_keys.user(session.user_id, record.created_at)] = b""
     else:
-        delete.append(keys.activity_key(current.status, current.updated_at, sid))
-    return header, record, Commit(expect={hkey: current_bytes}, put=put, delete=delete)
+        delete.append(session_keys.activity(current.status, current.updated_at))
+    return header, record, Commit({session_keys.header: current_bytes}, put, delete)
 
 
 def _merged(stored: dict[str, Any], changed: dict[str, Any], removed: list[str]) -> dict[str, Any]:

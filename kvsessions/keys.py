@@ -23,6 +23,7 @@ from .model import SessionStatus
 
 __all__ = [
     "FORMAT_KEY",
+    "SessionKeys",
     "MAX_ID_BYTES",
     "activity_key",
     "activity_range",
@@ -114,3 +115,25 @@ def parse_index_sid(key: bytes, fixed: int) -> str:
     For user keys pass the length of the user prefix + 8; for activity keys, 10.
     """
     return key[fixed:-1].decode("utf-8")
+
+
+class SessionKeys:
+    """The keys of one session, with its encoded id computed once (for the save path)."""
+
+    __slots__ = ("_message_prefix", "_tail", "header", "sid")
+
+    def __init__(self, sid: str) -> None:
+        part = check_id(sid, "session_id")
+        self.sid = sid
+        self.header = b"h" + part
+        self._message_prefix = b"m" + part
+        self._tail = part
+
+    def message(self, seq: int) -> bytes:
+        return self._message_prefix + _U64.pack(seq)
+
+    def activity(self, status: SessionStatus, updated_us: int) -> bytes:
+        return b"a" + _STATUS_BYTE[status] + _U64.pack(updated_us) + self._tail
+
+    def user(self, user_id: str, created_us: int) -> bytes:
+        return b"u" + _part(user_id) + _U64.pack(created_us) + self._tail

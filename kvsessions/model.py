@@ -77,6 +77,7 @@ class SyncBase:
     record: Any
     state_json: bytes
     metadata_json: bytes
+    keys: Any  # keys.SessionKeys of the session id it was synced under
 
 
 @attrs.define(slots=True)
