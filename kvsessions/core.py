@@ -48,7 +48,14 @@ from .errors import (
 from .model import Message, Session, SessionStatus, SyncBase, new_session_id
 from .values import check_json_value
 
-__all__ = ["Job", "KVOperations", "check_session", "ensure_format"]
+__all__ = [
+    "Job",
+    "KVOperations",
+    "check_session",
+    "ensure_format",
+    "inactive_since",
+    "new_session",
+]
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (only remote stores retry)
@@ -76,17 +83,8 @@ class KVOperations:
     def create(
         self, user_id: str, metadata: dict[str, Any] | None, session_id: str | None
     ) -> Job[Session]:
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
-        now = self._clock()
-        session = Session(
-            session_id=new_session_id() if session_id is None else session_id,
-            user_id=user_id,
-            metadata=dict(metadata or {}),
-            created_at=now,
-            updated_at=now,
-        )
-        return Job(_returning(_save(session, now, None), session), write=True)
+        session = new_session(user_id, metadata, session_id, self._clock())
+        return Job(_returning(_save(session, session.created_at, None), session), write=True)
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         return Job(_returning(_save(session, self._clock(), expect_version), session), True)
@@ -107,13 +105,32 @@ class KVOperations:
         return Job(_set_status(session_id, SessionStatus.ACTIVE, self._now_us()), write=True)
 
     def archive_inactive(self, days: float) -> Job[int]:
-        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
-            raise InvalidSessionError(f"days must be a non-negative number, got {days!r}")
-        cutoff = to_micros(self._clock() - timedelta(days=days))
-        return Job(_archive_inactive(cutoff), write=True)
+        return Job(_archive_inactive(to_micros(inactive_since(days, self._clock))), write=True)
 
     def clear_all(self) -> Job[None]:
         return Job(_clear_all(), write=True)
+
+
+def new_session(
+    user_id: str, metadata: dict[str, Any] | None, session_id: str | None, now: datetime
+) -> Session:
+    """The unsaved session ``create_session`` makes (ids are checked when it is saved)."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
+    return Session(
+        session_id=new_session_id() if session_id is None else session_id,
+        user_id=user_id,
+        metadata=dict(metadata or {}),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def inactive_since(days: float, clock: Callable[[], datetime]) -> datetime:
+    """The cutoff of ``archive_inactive(days)``: sessions not saved since are inactive."""
+    if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+        raise InvalidSessionError(f"days must be a non-negative number, got {days!r}")
+    return clock() - timedelta(days=days)
 
 
 def ensure_format() -> Plan[None]:

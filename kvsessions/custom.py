@@ -13,22 +13,21 @@ import inspect
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from . import keys
-from .core import Job, check_session
+from .core import Job, check_session, inactive_since, new_session
 from .errors import (
-    InvalidSessionError,
     SessionArchivedError,
     SessionExistsError,
     SessionNotFoundError,
     UnsupportedOperationError,
 )
-from .model import Session, SessionStatus, new_session_id
+from .model import Session, SessionStatus
 
 if TYPE_CHECKING:
     from .stores import SessionStore
@@ -56,16 +55,7 @@ class StoreCallOperations:
     def create(
         self, user_id: str, metadata: dict[str, Any] | None, session_id: str | None
     ) -> Job[Session]:
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
-        now = self._clock()
-        session = Session(
-            session_id=new_session_id() if session_id is None else session_id,
-            user_id=user_id,
-            metadata=dict(metadata or {}),
-            created_at=now,
-            updated_at=now,
-        )
+        session = new_session(user_id, metadata, session_id, self._clock())
         keys.check_id(session.session_id, "session_id")
         keys.check_id(user_id, "user_id")
         return Job(self._create(session), write=True)
@@ -147,7 +137,7 @@ class StoreCallOperations:
             "list_inactive(self, before: datetime) -> list[Session]",
             "archive_inactive",
         )
-        return Job(self._archive_inactive(self._clock() - timedelta(days=days)), write=True)
+        return Job(self._archive_inactive(inactive_since(days, self._clock)), write=True)
 
     def _archive_inactive(self, cutoff: datetime) -> Any:
         archived = 0

@@ -28,11 +28,14 @@ __all__ = [
     "activity_key",
     "activity_range",
     "check_id",
+    "family_of",
+    "family_range",
     "header_key",
     "message_key",
     "message_range",
     "parse_index_sid",
     "seq_of_message_key",
+    "session_of",
     "user_key",
     "user_range",
 ]
@@ -137,3 +140,53 @@ class SessionKeys:
 
     def user(self, user_id: str, created_us: int) -> bytes:
         return b"u" + _part(user_id) + _U64.pack(created_us) + self._tail
+
+
+# -- families: the ordered groups of keys the core scans (used by remote backends) -------
+
+_FAMILY_SPACES = b"mua"
+
+
+def family_of(key: bytes) -> tuple[bytes, bytes] | None:
+    """Split a key of a scanned family into ``(family prefix, rest)``, else ``None``.
+
+    Families: one session's messages (``m <sid>``), one user's index (``u <user>``) and
+    the activity index of one status (``a <status>``).  Keys of one family sort by ``rest``.
+    """
+    if not key or key[0] not in _FAMILY_SPACES:
+        return None
+    if key[0] == 0x61:  # "a": the status byte ends the family prefix
+        return (key[:2], key[2:]) if len(key) >= 2 else None
+    end = key.find(b"\x00", 1)
+    return None if end < 0 else (key[: end + 1], key[end + 1 :])
+
+
+def family_range(start: bytes, stop: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+    """``(family, lo, hi)`` when ``start <= key < stop`` lies within one family, else ``None``.
+
+    ``lo``/``hi`` bound the family's ``rest`` (``hi`` exclusive; ``None``: to the family's
+    end).  An empty range of a family gives ``lo >= hi``.
+    """
+    split = family_of(start)
+    if split is None:
+        return None
+    family, lo = split
+    end = family[:-1] + bytes([family[-1] + 1])  # the first key after the family
+    if stop.startswith(family):
+        return family, lo, stop[len(family) :]
+    if stop <= family:
+        return family, lo, b""
+    return (family, lo, None) if stop <= end else None
+
+
+def session_of(key: bytes) -> bytes | None:
+    """The encoded session id (UTF-8, no terminator) a header/message/index key names."""
+    if key[:1] == b"h":
+        return key[1:-1]
+    split = family_of(key)
+    if split is None:
+        return None
+    family, rest = split
+    if family[0] == 0x6D:  # "m": the family is the session
+        return family[1:-1]
+    return rest[8:-1] if len(rest) > 9 else None
