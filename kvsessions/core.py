@@ -453,12 +453,16 @@ def _commit_for(
         for i, message in enumerate(changes.pending)
     }
     put[session_keys.header] = header
-    put[session_keys.activity(status, now_us)] = b""
     delete = []
     if current is None:
         put[session_keys.user(session.user_id, record.created_at)] = b""
+        put[session_keys.activity(status, now_us)] = b""
     else:
-        delete.append(session_keys.activity(current.status, current.updated_at))
+        old_entry = session_keys.activity(current.status, current.updated_at)
+        new_entry = session_keys.activity(status, now_us)
+        if new_entry != old_entry:  # same status, same minute: the index already says so
+            delete.append(old_entry)
+            put[new_entry] = b""
     return header, record, Commit({session_keys.header: current_bytes}, put, delete)
 
 
@@ -540,6 +544,8 @@ def _archive_inactive(cutoff_us: int) -> Plan[int]:
             ):
                 delete.append(index_key)  # stale entry (session gone or moved): drop it
                 continue
+            if record.updated_at >= cutoff_us:
+                continue  # saved in the cutoff's own minute, after the cutoff: still active
             hkey = keys.header_key(sid)
             expect[hkey] = header
             new = attrs.evolve(record, status=SessionStatus.ARCHIVED, version=record.version + 1)

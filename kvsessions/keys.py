@@ -7,8 +7,13 @@ never share a key); integers are 8-byte big-endian, so byte order is numeric ord
     h <sid>                          session header
     m <sid> <seq>                    one message
     u <user> <created_us> <sid>      index: a user's sessions, in creation order
-    a <status> <updated_us> <sid>    index: sessions by last activity, per status
+    a <status> <bucket_us> <sid>     index: sessions by last activity, per status
     ! format                         store-wide format version
+
+The activity index records the *minute* of the last save (``updated_us`` rounded down
+to :data:`ACTIVITY_BUCKET_US`), so a conversation's saves within one minute do not
+touch the index at all: most appends write the message and the header, nothing else.
+The header keeps the exact time; ``archive_inactive`` checks it.
 
 LMDB limits keys to 511 bytes; ids are capped at :data:`MAX_ID_BYTES` so the longest key
 (a user index entry) stays well under it.
@@ -25,6 +30,8 @@ __all__ = [
     "FORMAT_KEY",
     "SessionKeys",
     "MAX_ID_BYTES",
+    "ACTIVITY_BUCKET_US",
+    "activity_bucket",
     "activity_key",
     "activity_range",
     "check_id",
@@ -41,6 +48,7 @@ __all__ = [
 ]
 
 MAX_ID_BYTES = 200
+ACTIVITY_BUCKET_US = 60_000_000  # the activity index's resolution: one minute
 FORMAT_KEY = b"!format"
 _U64 = struct.Struct(">Q")
 _STATUS_BYTE = {SessionStatus.ACTIVE: b"A", SessionStatus.ARCHIVED: b"R"}
@@ -100,16 +108,25 @@ def user_range(user_id: str) -> tuple[bytes, bytes]:
     return prefix, prefix[:-1] + b"\x01"
 
 
+def activity_bucket(updated_us: int) -> int:
+    """The activity index's time for a save at ``updated_us``: its minute."""
+    return updated_us - updated_us % ACTIVITY_BUCKET_US
+
+
 def activity_key(status: SessionStatus, updated_us: int, sid: str) -> bytes:
-    return b"a" + _STATUS_BYTE[status] + _U64.pack(updated_us) + _part(sid)
+    return b"a" + _STATUS_BYTE[status] + _U64.pack(activity_bucket(updated_us)) + _part(sid)
 
 
 def activity_range(status: SessionStatus, before_us: int | None = None) -> tuple[bytes, bytes]:
-    """Activity index keys of ``status`` sessions last active before ``before_us``."""
+    """Activity index keys of ``status`` sessions that may be last active before ``before_us``.
+
+    The range ends after ``before_us``'s own minute: entries of that minute may be on
+    either side of it (their headers tell).
+    """
     prefix = b"a" + _STATUS_BYTE[status]
     if before_us is None:
         return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
-    return prefix, prefix + _U64.pack(max(before_us, 0))
+    return prefix, prefix + _U64.pack(activity_bucket(max(before_us, 0)) + ACTIVITY_BUCKET_US)
 
 
 def parse_index_sid(key: bytes, fixed: int) -> str:
@@ -136,7 +153,7 @@ class SessionKeys:
         return self._message_prefix + _U64.pack(seq)
 
     def activity(self, status: SessionStatus, updated_us: int) -> bytes:
-        return b"a" + _STATUS_BYTE[status] + _U64.pack(updated_us) + self._tail
+        return b"a" + _STATUS_BYTE[status] + _U64.pack(activity_bucket(updated_us)) + self._tail
 
     def user(self, user_id: str, created_us: int) -> bytes:
         return b"u" + _part(user_id) + _U64.pack(created_us) + self._tail

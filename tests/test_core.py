@@ -17,9 +17,11 @@ from kvsessions import (
 )
 from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
 from kvsessions.backends.memory import MemoryBackend
+from kvsessions.codec import to_micros as _us
 from kvsessions.core import KVOperations
 from kvsessions.model import utcnow
 from kvsessions.stores import KVSessionStore
+from kvsessions.testing.conformance import ManualClock
 
 
 class RecordingBackend(MemoryBackend):
@@ -51,9 +53,14 @@ class RecordingBackend(MemoryBackend):
 
 
 @pytest.fixture
-def recorded() -> tuple[SessionManager, RecordingBackend]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def recorded(clock: ManualClock) -> tuple[SessionManager, RecordingBackend]:
     backend = RecordingBackend()
-    return SessionManager(store=KVSessionStore(backend)), backend
+    return SessionManager(store=KVSessionStore(backend), clock=clock), backend
 
 
 @pytest.mark.parametrize("history", [10, 1_000, 20_000])
@@ -70,20 +77,24 @@ def test_append_writes_only_the_new_message(recorded: Any, history: int) -> None
     assert len(writes) == 1  # one commit
     _, put, delete, ranges = writes[0]
     sid = session.session_id
-    assert set(put) == {
-        keys.message_key(sid, history),
-        keys.header_key(sid),
-        keys.activity_key(session.status, _us(session.updated_at), sid),
-    }
-    assert len(delete) == 1 and ranges == []  # the old activity entry
+    # within the same minute the activity index already holds the session: not rewritten
+    assert set(put) == {keys.message_key(sid, history), keys.header_key(sid)}
+    assert delete == [] and ranges == []
     assert sum(len(v) for v in put.values()) < 400  # header + one message, no history
     assert not [op for op in backend.ops if op[0] == "scan"]  # nothing read back
 
 
-def _us(moment: Any) -> int:
-    from kvsessions.codec import to_micros
-
-    return to_micros(moment)
+def test_activity_index_moves_when_the_minute_changes(recorded: Any, clock: ManualClock) -> None:
+    manager, backend = recorded
+    session = manager.create_session("u")
+    old_entry = keys.activity_key(session.status, _us(session.updated_at), session.session_id)
+    clock.advance(minutes=2)
+    session.add_message("user", "later")
+    backend.ops.clear()
+    manager.save(session)
+    [(_, put, delete, _)] = [op for op in backend.ops if op[0] == "write"]
+    new_entry = keys.activity_key(session.status, _us(session.updated_at), session.session_id)
+    assert new_entry != old_entry and delete == [old_entry] and new_entry in put
 
 
 def test_state_change_alone_writes_no_message(recorded: Any) -> None:

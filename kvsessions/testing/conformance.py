@@ -359,6 +359,22 @@ class StoreConformance:
         clock.advance(days=40)
         assert manager.archive_inactive() == 2  # default: 30 days
 
+    def test_archive_inactive_is_exact_to_the_microsecond(
+        self, manager: Manager, clock: ManualClock
+    ) -> None:
+        clock.now = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+        before = manager.create_session("u")
+        clock.now = datetime(2026, 1, 1, 12, 0, 30, 1, tzinfo=UTC)
+        after = manager.create_session("u")  # same minute, a microsecond past the cutoff
+        clock.now = datetime(2026, 1, 31, 12, 0, 30, tzinfo=UTC)
+        assert manager.archive_inactive(days=30) == 1
+        assert manager.get_session(before.session_id).status == SessionStatus.ARCHIVED
+        assert manager.get_session(after.session_id).status == SessionStatus.ACTIVE
+        clock.advance(microseconds=1)
+        assert manager.archive_inactive(days=30) == 0  # the cutoff now equals its save time
+        clock.advance(microseconds=1)
+        assert manager.archive_inactive(days=30) == 1
+
     def test_archive_inactive_many(self, manager: Manager, clock: ManualClock) -> None:
         for _ in range(1100):  # more than one commit chunk
             manager.create_session("bulk")
