@@ -81,7 +81,7 @@ class SQLiteBackend(LocalBackend):
                 f"CREATE TABLE IF NOT EXISTS {self.table_name} "
                 "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open SQLite store at {self.path}: {exc}; check the path "
                 "is a writable file location"
