@@ -9,8 +9,12 @@ engine, where it releases the GIL, rather than competing with the loop for it.  
 with a native asyncio driver, or a user's store with ``async def`` methods, is awaited
 directly.
 
-If the task awaiting a save is cancelled, the worker still finishes the commit it was
-running: it is applied whole or not at all, and the manager stays usable.
+Commits from concurrent tasks are grouped: one engine transaction (one fsync) applies a
+whole queue of them, each with its own expectations (:class:`_GroupCommit`).
+
+If the task awaiting a save is cancelled while its commit is queued, the commit is
+withdrawn; once its group is running, it completes, whole and never half, and the
+manager stays usable.
 """
 
 from __future__ import annotations
