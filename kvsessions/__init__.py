@@ -26,6 +26,7 @@ from .stores import (
     KVSessionStore,
     LMDBSessionStore,
     MemorySessionStore,
+    RedisSessionStore,
     SessionStore,
     SQLiteSessionStore,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "LMDBSessionStore",
     "MemorySessionStore",
     "Message",
+    "RedisSessionStore",
     "SQLiteSessionStore",
     "SchemaVersionError",
     "Session",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import LocalBackend
 from .backends.lmdb import DEFAULT_MAP_SIZE, LMDBBackend
 from .backends.memory import MemoryBackend
+from .backends.redis import DEFAULT_SHARDS, RedisBackend
 from .backends.sqlite import SQLiteBackend
 from .core import KVOperations, ensure_format
 from .custom import CallBackend, StoreCallOperations
@@ -27,6 +28,7 @@ __all__ = [
     "KVSessionStore",
     "LMDBSessionStore",
     "MemorySessionStore",
+    "RedisSessionStore",
     "SQLiteSessionStore",
     "SessionStore",
 ]
@@ -173,3 +175,49 @@ class SQLiteSessionStore(KVSessionStore):
     @property
     def path(self) -> str:
         return str(self._kv.path)  # type: ignore[attr-defined]
+
+
+class RedisSessionStore(KVSessionStore):
+    """Sessions in Redis or Redis Cluster; every session operation is one round trip.
+
+    ``url``: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS, ``unix://``), or
+    ``redis+cluster://host:port`` (``rediss+cluster://``) to open a Redis Cluster through
+    any of its nodes.  ``prefix`` starts every key this store writes, and ``clear_all``
+    deletes only those.  ``ttl``: seconds after its last write at which a session expires
+    (header, messages and index entries together); ``None`` keeps sessions forever.
+    ``shards``: index shards (hash tags) sessions spread over; fixed per prefix.
+    ``timeout``/``connect_timeout`` (seconds) bound how long an unreachable server takes
+    to raise ``StoreUnavailableError``.  The key layout is in
+    :mod:`kvsessions.backends.redis`.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "kvsessions:",
+        ttl: float | None = None,
+        *,
+        shards: int = DEFAULT_SHARDS,
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        backend = RedisBackend(
+            url,
+            prefix=prefix,
+            ttl=ttl,
+            shards=shards,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+        )
+        self.prefix = prefix
+        self.ttl = ttl
+        super().__init__(backend)  # type: ignore[arg-type]
+
+    def close(self) -> Any:
+        """Close the connections (returns a coroutine inside the loop that used asyncio)."""
+        return self._kv.close()
+
+    def __repr__(self) -> str:
+        kv: Any = self._kv
+        kind = "cluster" if kv.cluster else "server"
+        return f"RedisSessionStore({kind}={kv.address!r}, prefix={self.prefix!r}, ttl={self.ttl!r})"

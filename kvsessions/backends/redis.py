@@ -1,0 +1,782 @@
+"""The Redis backend: the key-value protocol over redis-py (blocking) and redis.asyncio.
+
+Every operation a plan yields is answered with one round trip per Redis node: a Lua
+script (``EVALSHA``, loaded again after ``NOSCRIPT``) per hash slot, pipelined per node.
+A single Redis is one node, so there every operation is exactly one round trip.
+
+Layout (``P`` = the store's prefix, ``T`` = the session's shard tag, ``sid``/``user`` as in
+:mod:`kvsessions.keys`, NUL-terminated)::
+
+    P{T}h<sid>      string    the session header
+    P{T}m<sid>      zset      its messages: member = 8-byte seq + the record, score 0
+    P{T}u<user>     zset      index shard: member = created_us (8 bytes) + sid, of the
+                              user's sessions whose shard is T
+    P{T}a<status>   zset      index shard: member = updated_us (8 bytes) + sid
+    P!format        string    the store's format version
+
+Sessions are spread over ``shards`` tags (``crc32(sid) % shards``), chosen so their hash
+slots are evenly spaced; everything of one session, including the index entries that name
+it, lives under its tag, so each save is one atomic script in one slot (Redis Cluster
+ready).  A user's listing or the activity scan asks every shard (one script per slot,
+pipelined per node) and merges in key order.  ``shards`` is part of the layout: keep it
+fixed for a prefix.  Multi-session commits (``archive_inactive``) run one atomic script
+per slot; if one conflicts the plan re-reads and retries (the others stay applied, and
+were consistent on their own).
+
+``ttl`` (seconds): each commit re-arms ``PEXPIRE`` on the session's header and messages
+and on the index shards holding its entries, in the same script, so a session's keys
+expire together.  Index shards are shared by the sessions of one tag and outlive each of
+them; scans drop (and delete) members whose header has expired, so a listing never
+returns an expired session.
+Only keys starting with ``P{`` and ``P!format`` are ever written or deleted.
+
+Open a cluster with ``url="redis+cluster://host:port"`` (``rediss+cluster://`` for TLS):
+the slot map comes from ``CLUSTER SLOTS`` and is refreshed on ``MOVED`` or a lost node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+from collections.abc import Coroutine, Generator, Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from .. import keys
+from ..codec import decode_header
+from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavailableError
+from .base import Batch, Commit, Conflict, Get, Op, Plan, Scan
+
+__all__ = ["RedisBackend"]
+
+T = TypeVar("T")
+SLOTS = 16384
+DEFAULT_SHARDS = 16
+_ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
+HEAVY_STEP_ROWS = 256  # a plan step decoding more records than this runs in the executor
+
+_READ = """
+local prune, out = ARGV[1] == '1', {}
+for i = 1, #KEYS do
+  local b, key = 1 + (i - 1) * 5, KEYS[i]
+  local kind, lo, hi = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local rev, limit = ARGV[b + 4] == '1', tonumber(ARGV[b + 5])
+  if kind == 'g' then
+    out[i] = redis.call('GET', key)
+  elseif kind == 's' then
+    out[i] = redis.call('ZSCORE', key, lo) and '' or false
+  else
+    local members, tag = {}, nil
+    if kind == 'i' and prune then
+      tag = string.sub(key, 1, string.find(key, '}', 1, true)) .. 'h'
+    end
+    while limit ~= 0 do
+      local want = limit < 0 and -1 or limit - #members
+      local batch
+      if rev then
+        batch = redis.call('ZREVRANGEBYLEX', key, hi, lo, 'LIMIT', 0, want)
+      else
+        batch = redis.call('ZRANGEBYLEX', key, lo, hi, 'LIMIT', 0, want)
+      end
+      local stale = 0
+      for _, m in ipairs(batch) do
+        if tag and redis.call('EXISTS', tag .. string.sub(m, 9)) == 0 then
+          redis.call('ZREM', key, m)
+          stale = stale + 1
+        else
+          members[#members + 1] = m
+        end
+      end
+      if stale == 0 or limit < 0 or #members >= limit or #batch < want then break end
+      if rev then hi = '(' .. batch[#batch] else lo = '(' .. batch[#batch] end
+    end
+    out[i] = members
+  end
+end
+return out
+"""
+
+_COMMIT = """
+local ttl, n, current, conflict = tonumber(ARGV[1]), tonumber(ARGV[2]), {0}, false
+for j = 0, n - 1 do
+  local got = redis.call('GET', KEYS[tonumber(ARGV[3 + 3 * j])])
+  if ARGV[4 + 3 * j] == '1' then
+    conflict = conflict or got ~= ARGV[5 + 3 * j]
+  else
+    conflict = conflict or got ~= false
+  end
+  current[j + 2] = got and ('1' .. got) or '0'
+end
+if conflict then return current end
+local i = 3 + 3 * n
+while i <= #ARGV do
+  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if op == 'S' then redis.call('SET', key, ARGV[i + 2]); i = i + 3
+  elseif op == 'A' then redis.call('ZADD', key, 0, ARGV[i + 2]); i = i + 3
+  elseif op == 'Z' then redis.call('ZREM', key, ARGV[i + 2]); i = i + 3
+  elseif op == 'R' then redis.call('ZREMRANGEBYLEX', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'D' then redis.call('DEL', key); i = i + 2
+  elseif op == 'E' then redis.call('PEXPIRE', key, ttl); i = i + 2
+  else return redis.error_reply('kvsessions: unknown commit op ' .. op) end
+end
+return {1}
+"""
+
+_SCRIPTS = {"read": _READ, "commit": _COMMIT}
+_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
+
+
+def shard_tags(shards: int) -> list[bytes]:
+    """Hash tags whose slots are evenly spaced over the slot space, one per shard."""
+    tags = []
+    for shard in range(shards):
+        low, high = shard * SLOTS // shards, (shard + 1) * SLOTS // shards
+        n = 0
+        while not low <= key_slot(f"{shard}.{n}".encode()) < high:
+            n += 1
+        tags.append(f"{shard}.{n}".encode())
+    return tags
+
+
+def _inc(value: bytes) -> bytes | None:
+    """The next byte string of the same length (big-endian), or None after all 0xff."""
+    number = int.from_bytes(value, "big") + 1
+    return None if number >> (8 * len(value)) else number.to_bytes(len(value), "big")
+
+
+@attrs.define(slots=True)
+class _Call:
+    """One command for one slot (or for a named node)."""
+
+    args: tuple[Any, ...]
+    slot: int = 0
+    script: str | None = None
+    node: str | None = None
+
+
+@attrs.define(slots=True)
+class _Read:
+    kind: str  # g: GET, s: zset member exists, m: message range, i: index range
+    rkey: bytes
+    slot: int
+    lo: bytes = b""
+    hi: bytes = b""
+    reverse: bool = False
+    limit: int = -1
+
+
+@attrs.define(slots=True)
+class _Group:
+    """The part of a commit that lands in one slot: one atomic script."""
+
+    slot: int
+    keys: list[bytes] = attrs.field(factory=list)
+    index: dict[bytes, int] = attrs.field(factory=dict)
+    expect: list[tuple[bytes, int, bytes | None]] = attrs.field(factory=list)
+    ops: list[Any] = attrs.field(factory=list)
+    expire: dict[bytes, None] = attrs.field(factory=dict)
+
+    def key(self, rkey: bytes) -> int:
+        position = self.index.get(rkey)
+        if position is None:
+            self.keys.append(rkey)
+            position = self.index[rkey] = len(self.keys)
+        return position
+
+
+Exchange = Generator[dict[str, list[tuple[Any, ...]]], dict[str, Any], T]
+
+
+class RedisBackend:
+    """Answers plans' operations against one Redis server or a Redis Cluster."""
+
+    durability = "server"  # whatever the server's persistence settings give
+    blocking = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float | None,
+        shards: int = DEFAULT_SHARDS,
+        timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise StoreConfigError(
+                f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}"
+            )
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise StoreConfigError(f"ttl must be seconds (a number) or None, got {ttl!r}")
+        if ttl is not None and ttl * 1000 < 1:
+            raise StoreConfigError(f"ttl must be at least 1 ms, got {ttl!r} s")
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 1024:
+            raise StoreConfigError(f"shards must be an int from 1 to 1024, got {shards!r}")
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+            raise StoreConfigError(
+                f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, "
+                "unix://, or redis+cluster:// (rediss+cluster://) for Redis Cluster"
+            )
+        self.cluster = scheme.endswith("+cluster")
+        self._parts = parts._replace(scheme=scheme.removesuffix("+cluster"))
+        self.address = parts.path if scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+        self._password = parts.password
+        self._prefix = prefix.encode()
+        self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
+        self._shards = shards
+        tags = shard_tags(shards)
+        self._bases = [self._prefix + b"{" + tag + b"}" for tag in tags]
+        self._slots = [key_slot(tag) for tag in tags]
+        self._timeouts = (timeout, connect_timeout)
+        self._slot_nodes: list[str] | None = None
+        self._known: dict[str, None] = {self.address: None}
+        self._clients: dict[str, redis.Redis] = {}
+        self._aclients: dict[str, redis.asyncio.Redis] = {}
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- driving plans -------------------------------------------------------------------
+
+    def run(self, plan: Plan[T], *, write: bool) -> T:
+        """Drive ``plan`` with blocking calls, one round trip per operation and node."""
+        self._check_open(plan)
+        answer: Any = None
+        try:
+            while True:
+                answer = self._drive(self._answer(plan.send(answer)))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            plan.close()
+
+    async def run_async(self, plan: Plan[T], *, write: bool, executor: Any = None) -> T:
+        """Drive ``plan`` with redis.asyncio (nodes of a cluster are asked concurrently).
+
+        A plan step that decodes many records runs in ``executor``, off the event loop.
+        """
+        self._check_open(plan)
+        loop = asyncio.get_running_loop()
+        answer: Any = None
+        try:
+            while True:
+                if executor is not None and _rows(answer) > HEAVY_STEP_ROWS:
+                    finished, op = await loop.run_in_executor(executor, _step, plan, answer)
+                else:
+                    finished, op = _step(plan, answer)
+                if finished:
+                    return op  # type: ignore[no-any-return]
+                answer = await self._drive_async(self._answer(op))
+        finally:
+            plan.close()
+
+    def _check_open(self, plan: Plan[Any]) -> None:
+        if self._closed:
+            plan.close()
+            raise StoreClosedError("this store was closed; open a new store object to use it")
+
+    def _drive(self, exchange: Exchange[T]) -> T:
+        replies: Any = None
+        while True:
+            try:
+                batch = exchange.send(replies)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            replies = {addr: self._send(addr, commands) for addr, commands in batch.items()}
+
+    async def _drive_async(self, exchange: Exchange[T]) -> T:
+        replies: Any = None
+        while True:
+            try:
+                batch = exchange.send(replies)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            addrs = list(batch)
+            results = await asyncio.gather(*(self._send_async(a, batch[a]) for a in addrs))
+            replies = dict(zip(addrs, results, strict=True))
+
+    def _send(self, addr: str, commands: list[tuple[Any, ...]]) -> Any:
+        """Replies (errors as values) for ``commands`` on one node, or the connection error."""
+        client = self._clients.get(addr)
+        if client is None:
+            client = self._clients[addr] = redis.Redis.from_url(
+                self._url(addr), **self._options(Retry(NoBackoff(), 0))
+            )
+        try:
+            if len(commands) == 1:
+                try:
+                    return [client.execute_command(*commands[0])]
+                except ResponseError as exc:
+                    return [exc]
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            return exc
+
+    async def _send_async(self, addr: str, commands: list[tuple[Any, ...]]) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._aloop is not loop:  # clients are bound to the loop that made them
+            self._aclients, self._aloop = {}, loop
+        client = self._aclients.get(addr)
+        if client is None:
+            retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
+            client = self._aclients[addr] = redis.asyncio.Redis.from_url(
+                self._url(addr), **self._options(retry)
+            )
+        try:
+            if len(commands) == 1:
+                try:
+                    return [await client.execute_command(*commands[0])]
+                except ResponseError as exc:
+                    return [exc]
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            return exc
+
+    def _url(self, addr: str) -> str:
+        if not self.cluster:
+            return urlunsplit(self._parts)
+        auth = self._parts.netloc.rpartition("@")[0]
+        return urlunsplit(self._parts._replace(netloc=f"{auth}@{addr}" if auth else addr, path=""))
+
+    def _options(self, retry: Any) -> dict[str, Any]:
+        timeout, connect_timeout = self._timeouts
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": retry,
+            "health_check_interval": 0,
+        }
+
+    def close(self) -> Coroutine[Any, Any, None] | None:
+        """Drop connections; inside the event loop that used them, returns a coroutine
+        that closes the asyncio ones (the asyncio manager awaits it)."""
+        self._closed = True
+        for client in self._clients.values():
+            client.close()
+        self._clients = {}
+        aclients, self._aclients = list(self._aclients.values()), {}
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if aclients and running is not None and running is self._aloop:
+            return _aclose(aclients)
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- the exchange with the server(s) -------------------------------------------------
+
+    def _exchange(self, calls: list[_Call]) -> Exchange[list[Any]]:
+        """Send ``calls`` (one batch per node); reload scripts and follow redirects."""
+        if not calls:
+            return []
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(_ATTEMPTS):
+            if self.cluster and self._slot_nodes is None:
+                yield from self._refresh()
+            by_node: dict[str, list[int]] = {}
+            for i in todo:
+                by_node.setdefault(self._node(calls[i]), []).append(i)
+            replies = yield {
+                addr: [self._command(calls[i]) for i in idxs] for addr, idxs in by_node.items()
+            }
+            again: list[int] = []
+            reload: list[str] = []
+            for addr, idxs in by_node.items():
+                got = replies[addr]
+                if isinstance(got, BaseException):
+                    self._slot_nodes = None  # a node may be gone: re-learn the map next time
+                    raise self._error(addr, got)
+                for i, reply in zip(idxs, got, strict=True):
+                    if isinstance(reply, NoScriptError):
+                        again.append(i)
+                        if addr not in reload:
+                            reload.append(addr)
+                    elif isinstance(reply, MovedError | AskError | TryAgainError):
+                        self._slot_nodes = None
+                        again.append(i)
+                    elif isinstance(reply, BaseException):
+                        raise self._error(addr, reply)
+                    else:
+                        results[i] = reply
+            if not again:
+                return results
+            if reload:
+                loaded = yield {
+                    addr: [("SCRIPT", "LOAD", src) for src in _SCRIPTS.values()] for addr in reload
+                }
+                for addr in reload:
+                    failed = [r for r in _as_list(loaded[addr]) if isinstance(r, BaseException)]
+                    if failed:
+                        raise self._error(addr, failed[0])
+            todo = again
+        raise StoreUnavailableError(
+            f"Redis Cluster at {self.address} kept redirecting this operation (resharding or "
+            "failover in progress?); retry later"
+        )
+
+    def _refresh(self) -> Exchange[None]:
+        """Learn the slot map from any node that answers ``CLUSTER SLOTS``."""
+        known = list(self._known)
+        replies = yield {addr: [("CLUSTER", "SLOTS")] for addr in known}
+        error: BaseException | None = None
+        for addr in known:
+            got = replies[addr]
+            reply = got if isinstance(got, BaseException) else got[0]
+            if isinstance(reply, BaseException):
+                error = error or reply
+                continue
+            table = [""] * SLOTS
+            for entry in reply:
+                host = entry[2][0].decode() or self.address.rpartition(":")[0]
+                node = f"{host}:{entry[2][1]}"
+                self._known[node] = None
+                table[entry[0] : entry[1] + 1] = [node] * (entry[1] + 1 - entry[0])
+            if "" in table:
+                raise StoreUnavailableError(
+                    f"Redis Cluster at {addr} does not cover every hash slot; fix the cluster"
+                )
+            self._slot_nodes = table
+            return
+        assert error is not None
+        raise self._error(known[0], error)
+
+    def _node(self, call: _Call) -> str:
+        if call.node is not None:
+            return call.node
+        if self._slot_nodes is None:
+            return self.address
+        return self._slot_nodes[call.slot]
+
+    @staticmethod
+    def _command(call: _Call) -> tuple[Any, ...]:
+        if call.script is None:
+            return call.args
+        return ("EVALSHA", _SHAS[call.script], *call.args)
+
+    def _error(self, addr: str, exc: BaseException) -> StoreError:
+        reason = str(exc)
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        if isinstance(exc, ResponseError) and not isinstance(exc, ClusterDownError):
+            return StoreError(f"Redis at {addr} refused a kvsessions command: {reason}")
+        where = "Redis Cluster node" if self.cluster else "Redis"
+        return StoreUnavailableError(
+            f"{where} at {addr} is unavailable ({type(exc).__name__}: {reason}); check that "
+            "it runs and that the URL's host, port, password and TLS setting are right"
+        )
+
+    # -- operations ----------------------------------------------------------------------
+
+    def _answer(self, op: Op) -> Exchange[Any]:
+        if type(op) is Commit:
+            return (yield from self._commit(op))
+        ops = op.ops if type(op) is Batch else (op,)
+        plans = [self._reads(inner) for inner in ops]
+        values = yield from self._read([read for reads, _ in plans for read in reads])
+        answers, at = [], 0
+        for reads, finish in plans:
+            answers.append(finish(values[at : at + len(reads)]))
+            at += len(reads)
+        return tuple(answers) if type(op) is Batch else answers[0]
+
+    def _group_slot(self, slot: int) -> int:
+        return slot if self.cluster else 0
+
+    def _read(self, reads: list[_Read]) -> Exchange[list[Any]]:
+        """One read script per slot; the answers in the order of ``reads``."""
+        groups: dict[int, list[int]] = {}
+        for i, read in enumerate(reads):
+            groups.setdefault(self._group_slot(read.slot), []).append(i)
+        prune = b"1" if self._ttl_ms is not None else b"0"
+        calls = []
+        for slot, idxs in groups.items():
+            argv: list[Any] = [prune]
+            for i in idxs:
+                r = reads[i]
+                argv += (r.kind, r.lo, r.hi, b"1" if r.reverse else b"0", r.limit)
+            calls.append(
+                _Call((len(idxs), *(reads[i].rkey for i in idxs), *argv), slot, script="read")
+            )
+        replies = yield from self._exchange(calls)
+        values: list[Any] = [None] * len(reads)
+        for idxs, reply in zip(groups.values(), replies, strict=True):
+            for i, value in zip(idxs, reply, strict=True):
+                values[i] = value
+        return values
+
+    def _reads(self, op: Get | Scan) -> tuple[list[_Read], Any]:
+        if type(op) is Get:
+            kind, rkey, slot, member = self._locate(op.key)
+            if kind == "str":
+                return [_Read("g", rkey, slot)], _first
+            if kind == "idx":
+                return [_Read("s", rkey, slot, lo=member)], _first
+            read = _Read("m", rkey, slot, *_seq_bounds(member), limit=1)
+            return [read], lambda values: values[0][0][8:] if values[0] else None
+        assert type(op) is Scan
+        family_range = keys.family_range(op.start, op.stop)
+        if family_range is None:
+            raise StoreConfigError(f"the Redis backend cannot scan {op.start!r}..{op.stop!r}")
+        family, lo, hi = family_range
+        limit = -1 if op.limit is None else op.limit
+        if family[:1] == b"m":
+            bounds = _message_bounds(lo, hi)
+            if bounds is None or limit == 0:
+                return [], lambda values: []
+            base, slot = self._tag(family[1:-1])
+            read = _Read("m", base + family, slot, *bounds, op.reverse, limit)
+            return [read], lambda values: [(family + m[:8], m[8:]) for m in values[0]]
+        bounds = _index_bounds(lo, hi)
+        if bounds is None or limit == 0:
+            return [], lambda values: []
+        reads = [
+            _Read("i", base + family, slot, *bounds, op.reverse, limit)
+            for base, slot in zip(self._bases, self._slots, strict=True)
+        ]
+
+        def merge(values: list[list[bytes]]) -> list[tuple[bytes, bytes]]:
+            members = sorted((m for ms in values for m in ms), reverse=op.reverse)
+            return [(family + m, b"") for m in (members if limit < 0 else members[:limit])]
+
+        return reads, merge
+
+    def _tag(self, sid: bytes) -> tuple[bytes, int]:
+        shard = zlib.crc32(sid) % self._shards
+        return self._bases[shard], self._slots[shard]
+
+    def _locate(self, key: bytes) -> tuple[str, bytes, int, bytes]:
+        """Where a logical key lives: ``(kind, redis key, slot, zset member)``."""
+        if key[:1] == b"h":
+            base, slot = self._tag(key[1:-1])
+            return "str", base + key, slot, b""
+        if key[:1] == b"!":
+            rkey = self._prefix + key
+            return "str", rkey, key_slot(rkey), b""
+        split = keys.family_of(key)
+        sid = keys.session_of(key)
+        if split is None or sid is None:
+            raise StoreConfigError(f"the Redis backend has no place for key {key[:40]!r}")
+        base, slot = self._tag(sid)
+        return ("msg" if key[:1] == b"m" else "idx"), base + split[0], slot, split[1]
+
+    # -- commits -------------------------------------------------------------------------
+
+    def _commit(self, op: Commit) -> Exchange[Conflict | None]:
+        groups, clear = self._stage(op)
+        if clear:
+            yield from self._clear()
+        ordered = [g for g in groups.values() if g.expect or g.ops]
+        calls = []
+        for g in ordered:
+            argv: list[Any] = [self._ttl_ms or 0, len(g.expect)]
+            for _, position, value in g.expect:
+                argv += (position, b"0" if value is None else b"1", value or b"")
+            for op_args in g.ops:
+                argv += op_args
+            for rkey in g.expire if self._ttl_ms is not None else ():
+                argv += (b"E", g.key(rkey))
+            calls.append(_Call((len(g.keys), *g.keys, *argv), g.slot, script="commit"))
+        replies = yield from self._exchange(calls)
+        if all(reply[0] == 1 for reply in replies):
+            return None
+        current: dict[bytes, bytes | None] = {}
+        deleted = set(op.delete)
+        for g, reply in zip(ordered, replies, strict=True):
+            for position, (key, _, value) in enumerate(g.expect):
+                if reply[0] == 1:  # applied: what this commit left there
+                    current[key] = op.put.get(key, None if key in deleted else value)
+                else:
+                    got = reply[position + 1]
+                    current[key] = None if got == b"0" else got[1:]
+        return Conflict(current)
+
+    def _stage(self, op: Commit) -> tuple[dict[int, _Group], bool]:
+        """Split a commit into per-slot groups of script ops (and whether it clears all)."""
+        groups: dict[int, _Group] = {}
+
+        def group(slot: int) -> _Group:
+            slot = self._group_slot(slot)
+            found = groups.get(slot)
+            if found is None:
+                found = groups[slot] = _Group(slot)
+            return found
+
+        for key, value in op.expect.items():
+            kind, rkey, slot, _ = self._locate(key)
+            if kind != "str":
+                raise StoreConfigError(f"the Redis backend can only expect headers, not {key!r}")
+            g = group(slot)
+            g.expect.append((key, g.key(rkey), value))
+        for key in op.delete:
+            kind, rkey, slot, member = self._locate(key)
+            g = group(slot)
+            if kind == "str":
+                g.ops.append((b"D", g.key(rkey)))
+            elif kind == "idx":
+                g.ops.append((b"Z", g.key(rkey), member))
+            else:
+                g.ops.append((b"R", g.key(rkey), *_seq_bounds(member)))
+        clear = False
+        for start, stop in op.delete_ranges:
+            family_range = keys.family_range(start, stop)
+            if family_range is None:
+                if start == b"" and stop >= b"\xff":
+                    clear = True
+                    continue
+                raise StoreConfigError(f"the Redis backend cannot delete {start!r}..{stop!r}")
+            family, lo, hi = family_range
+            if family[:1] == b"m":
+                bounds = _message_bounds(lo, hi)
+                targets = [self._tag(family[1:-1])]
+            else:
+                bounds = _index_bounds(lo, hi)
+                targets = list(zip(self._bases, self._slots, strict=True))
+            for base, slot in targets if bounds is not None else ():
+                g = group(slot)
+                g.ops.append((b"R", g.key(base + family), *bounds))
+        for key, value in op.put.items():
+            kind, rkey, slot, member = self._locate(key)
+            g = group(slot)
+            if kind == "str":
+                g.ops.append((b"S", g.key(rkey), value))
+            elif kind == "idx":
+                if value:
+                    raise StoreConfigError("the Redis backend stores index entries without values")
+                g.ops.append((b"A", g.key(rkey), member))
+                g.expire[rkey] = None  # (only used with a ttl)
+            else:
+                g.ops.append((b"R", g.key(rkey), *_seq_bounds(member)))
+                g.ops.append((b"A", g.key(rkey), member + value))
+        if self._ttl_ms is not None:
+            self._stage_expiry(op, group)
+        return groups, clear
+
+    def _stage_expiry(self, op: Commit, group: Any) -> None:
+        """Re-arm the TTL of every session the commit touches, and of its index shards."""
+        for key in dict.fromkeys((*op.expect, *op.put, *op.delete)):
+            sid = keys.session_of(key)
+            if sid is None:
+                continue
+            base, slot = self._tag(sid)
+            expire = group(slot).expire
+            expire[base + b"h" + sid + b"\x00"] = None
+            expire[base + b"m" + sid + b"\x00"] = None
+            if key[:1] == b"h" and key in op.put:  # the header names its index entries
+                record = decode_header(op.put[key])
+                expire[base + b"u" + record.user_id.encode() + b"\x00"] = None
+                expire[base + keys.activity_key(record.status, 0, "-")[:2]] = None
+
+    def _clear(self) -> Exchange[None]:
+        """Delete every key of this prefix: SCAN each node, then UNLINK what it found."""
+        if self.cluster and self._slot_nodes is None:
+            yield from self._refresh()
+        nodes = list(dict.fromkeys(self._slot_nodes)) if self._slot_nodes else [self.address]
+        pattern = _glob_escape(self._prefix) + b"{*"
+        for node in nodes:
+            cursor = 0
+            while True:
+                reply = yield {node: [("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)]}
+                got = reply[node] if isinstance(reply[node], BaseException) else reply[node][0]
+                if isinstance(got, BaseException):
+                    raise self._error(node, got)
+                cursor, found = got
+                if found:
+                    done = yield {node: [("UNLINK", key) for key in found]}
+                    errors = [r for r in _as_list(done[node]) if isinstance(r, BaseException)]
+                    if errors:
+                        raise self._error(node, errors[0])
+                if int(cursor) == 0:
+                    break
+
+
+def _step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
+    """``(False, next op)`` or ``(True, result)`` (a StopIteration cannot cross a future)."""
+    try:
+        return False, plan.send(answer)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _rows(answer: Any) -> int:
+    """How many records an answer holds (a Scan's list, or a Batch's tuple of answers)."""
+    if type(answer) is list:
+        return len(answer)
+    if type(answer) is tuple:
+        return sum(len(part) for part in answer if type(part) is list)
+    return 0
+
+
+def _first(values: list[Any]) -> Any:
+    return values[0]
+
+
+def _as_list(reply: Any) -> list[Any]:
+    return [reply] if isinstance(reply, BaseException) else list(reply)
+
+
+def _seq_bounds(seq: bytes) -> tuple[bytes, bytes]:
+    """ZRANGEBYLEX bounds of the ``seq + record`` member(s) of one message seq."""
+    nxt = _inc(seq)
+    return b"[" + seq, b"+" if nxt is None else b"(" + nxt
+
+
+def _message_bounds(lo: bytes, hi: bytes | None) -> tuple[bytes, bytes] | None:
+    """ZRANGEBYLEX bounds over ``seq + record`` members for seq keys in ``[lo, hi)``."""
+    if len(lo) > 8:  # a key longer than a seq: only larger seqs follow it
+        nxt = _inc(lo[:8])
+        if nxt is None:
+            return None
+        lo = nxt
+    low = b"[" + lo if lo else b"-"
+    if hi is None:
+        return low, b"+"
+    if len(hi) > 8:
+        nxt = _inc(hi[:8])
+        return low, b"+" if nxt is None else b"(" + nxt
+    return (low, b"(" + hi) if hi else None
+
+
+def _index_bounds(lo: bytes, hi: bytes | None) -> tuple[bytes, bytes] | None:
+    if hi is not None and hi <= lo:
+        return None
+    return (b"[" + lo if lo else b"-"), (b"+" if hi is None else b"(" + hi)
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
+
+
+async def _aclose(clients: Iterable[redis.asyncio.Redis]) -> None:
+    for client in clients:
+        await client.aclose()
