@@ -38,9 +38,19 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
-def test_python_examples_run(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_python_examples_run(
+    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     monkeypatch.chdir(tmp_path)  # examples create sessions.db / sessions.lmdb here
     code = _blocks("python")[index]
+    # Redis examples name the usual addresses; run them against this run's own servers.
+    for usual, fixture in (
+        ("redis://127.0.0.1:6379/0", "redis_server"),
+        ("redis+cluster://127.0.0.1:7000", "redis_cluster"),
+    ):
+        if usual in code:
+            code = code.replace(usual, request.getfixturevalue(fixture).url)
+    assert "127.0.0.1:6379" not in code and "127.0.0.1:7000" not in code
     namespace: dict[str, object] = {"__name__": "readme_example"}
     exec(compile(code, f"README.md python block {index}", "exec"), namespace)
-    assert os.listdir(tmp_path) or "TestMyStore" in namespace
+    assert os.listdir(tmp_path) or "TestMyStore" in namespace or "cluster" in namespace
