@@ -9,8 +9,8 @@ a short warm-up both sides are timed in alternating slices for a fixed total dur
 so background load hits both alike.  ``--only`` keeps the cases whose name matches the glob
 ``*PATTERN*``; ``--repeat N`` runs each case N times (fresh processes) and keeps medians.
 Prints ops/s, ratios and the §8 targets, and writes every figure as JSON; then runs
-``concurrency.py`` (blocking vs asyncio throughput and event-loop stalls) unless ``--only``
-excludes ``async``.
+``concurrency.py`` (blocking vs asyncio throughput and event-loop stalls) and
+``redis_ops.py`` (Redis vs a raw pipeline, round trips) unless ``--only`` excludes them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import fnmatch
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -304,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         sessions = "300" if args.quick else "1000"
         subprocess.run(
             [sys.executable, str(HERE / "concurrency.py"), "--sessions", sessions], check=True
+        )
+    if (not args.only or fnmatch.fnmatch("redis", f"*{args.only}*")) and shutil.which(
+        "redis-server"
+    ):
+        print("\nRedis vs a raw redis-py pipeline (benchmarks/redis_ops.py):", flush=True)
+        seconds_redis = "1" if args.quick else "4"
+        subprocess.run(
+            [sys.executable, str(HERE / "redis_ops.py"), "--seconds", seconds_redis], check=True
         )
     failed = [(r["name"], e) for r in rows for e in r["errors"]]
     for name, error in failed:
