@@ -66,6 +66,7 @@ class HeaderRecord:
     count: int  # messages stored
     metadata: dict[str, Any]
     state: dict[str, Any]
+    recent: list[str]  # tokens of the latest saves, so a retried save is not applied twice
 
 
 def _make_converter() -> Any:
@@ -119,7 +120,7 @@ def _structure_message(record: Any, _: Any) -> Message:
 
 _HEADER_FIELDS = {
     "user_id": str, "created_at": int, "updated_at": int, "status": str, "version": int,
-    "next_seq": int, "count": int, "metadata": dict, "state": dict,
+    "next_seq": int, "count": int, "metadata": dict, "state": dict, "recent": list,
 }  # fmt: skip
 
 
@@ -134,6 +135,7 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
         "count": header.count,
         "metadata": header.metadata,
         "state": header.state,
+        "recent": header.recent,
     }
 
 
@@ -155,6 +157,7 @@ def _structure_header(record: Any, _: Any) -> HeaderRecord:
         record["count"],
         record["metadata"],
         record["state"],
+        record["recent"],
     )
 
 

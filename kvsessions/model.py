@@ -103,6 +103,8 @@ class Session:
     _synced: int = attrs.field(default=0, init=False, repr=False, eq=False)
     # stored messages that were not loaded into ``messages`` (windowed loads)
     _unloaded: int = attrs.field(default=0, init=False, repr=False, eq=False)
+    # the token of a save that has not been seen to succeed; reused when it is retried
+    _save_token: str | None = attrs.field(default=None, init=False, repr=False, eq=False)
 
     def add_message(self, role: str, content: Any, **extras: Any) -> Message:
         """Append a message (stored at the next ``save``) and return it."""

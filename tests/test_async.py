@@ -134,6 +134,10 @@ def test_cancelled_save_is_whole_or_absent(kind: str, tmp_path: Path) -> None:
                     assert [m.content for m in stored.messages[before:]] == [
                         f"r{round_number}-{i}" for i in range(500)
                     ]
+                await manager.save(fresh)  # retrying the cancelled save: stored exactly once
+                again = await manager.get_session(session.session_id)
+                assert again.message_count == before + 500
+                assert [m.content for m in fresh.messages] == [m.content for m in again.messages]
                 outcomes.append(added)
             usable = await manager.get_session(session.session_id)  # still usable
             usable.add_message("user", "after")

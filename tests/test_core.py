@@ -11,6 +11,7 @@ from kvsessions import (
     CorruptRecordError,
     MemorySessionStore,
     SchemaVersionError,
+    SessionExistsError,
     SessionManager,
     SQLiteSessionStore,
     keys,
@@ -276,3 +277,47 @@ def test_group_commit_isolates_a_failing_commit(tmp_path: Any) -> None:
     assert answers[0] is None and answers[2] is None
     assert isinstance(answers[1], StoreError)
     assert backend.execute(Batch((Get(b"a"), Get(b"poison"), Get(b"b")))) == (b"1", None, b"2")
+
+
+@pytest.mark.parametrize("other_writers", [0, 3])
+def test_retrying_a_save_whose_reply_was_lost_does_not_duplicate(
+    tmp_path: Any, other_writers: int
+) -> None:
+    store = SQLiteSessionStore(tmp_path / "r.db")
+    manager = SessionManager(store=store)
+    session = manager.create_session("u")
+    session.add_message("user", "once")
+    session.set_state("k", 1)
+    plan = KVOperations(utcnow).save(session, None).plan
+    assert store._backend.execute(next(plan)) is None  # committed...
+    plan.close()  # ...but the caller never heard (a lost reply, a cancelled task)
+    for i in range(other_writers):  # others write in between
+        other = manager.get_session(session.session_id)
+        other.add_message("assistant", f"other {i}")
+        manager.save(other)
+    manager.save(session)  # the retry
+    stored = manager.get_session(session.session_id)
+    assert [m.content for m in stored.messages] == ["once"] + [
+        f"other {i}" for i in range(other_writers)
+    ]
+    assert [m.content for m in session.messages] == [m.content for m in stored.messages]
+    assert session.get_state("k") == 1 and session.version == stored.version
+    session.add_message("user", "next")  # and the session goes on normally
+    manager.save(session)
+    assert manager.get_session(session.session_id).message_count == 2 + other_writers
+
+
+def test_retrying_a_create_whose_reply_was_lost(tmp_path: Any) -> None:
+    store = SQLiteSessionStore(tmp_path / "c.db")
+    manager = SessionManager(store=store)
+    from kvsessions import Session
+
+    session = Session(session_id="fixed", user_id="u")
+    session.add_message("user", "hello")
+    plan = KVOperations(utcnow).save(session, None).plan
+    assert store._backend.execute(next(plan)) is None
+    plan.close()
+    manager.save(session)  # not SessionExistsError: it is our own create
+    assert manager.get_session("fixed").message_count == 1
+    with pytest.raises(SessionExistsError):
+        manager.save(Session(session_id="fixed", user_id="u"))
