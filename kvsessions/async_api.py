@@ -110,6 +110,17 @@ class AsyncSessionManager:
         """Archive every active session not saved for ``days``; return how many."""
         return await self._run(self._ops.archive_inactive(days))
 
+    async def update(
+        self, session_id: str, change: Callable[[Session], object], *, retries: int = 10
+    ) -> Session:
+        """Read-modify-write: load, call ``change(session)``, save if nothing moved meanwhile.
+
+        On a conflict the whole cycle runs again (at most ``retries`` more times), so
+        ``change`` must be safe to repeat (e.g. increment a counter in state).  Returns
+        the saved session; ``ConflictError`` once the retries are used up.
+        """
+        return await self._run(self._ops.update(session_id, change, retries))
+
     async def clear_all(self) -> None:
         """Delete every session in this store (and nothing outside it)."""
         return await self._run(self._ops.clear_all())

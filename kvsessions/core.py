@@ -109,6 +109,12 @@ class KVOperations:
     def archive_inactive(self, days: float) -> Job[int]:
         return Job(_archive_inactive(to_micros(inactive_since(days, self._clock))), write=True)
 
+    def update(
+        self, session_id: str, change: Callable[[Session], object], retries: int
+    ) -> Job[Session]:
+        # not a write plan: ``change`` is user code and must not run under the write lock
+        return Job(_update(session_id, change, retries, self._clock), write=False)
+
     def clear_all(self) -> Job[None]:
         return Job(_clear_all(), write=True)
 
@@ -407,6 +413,30 @@ def _adopt(
     session.updated_at = from_micros(record.updated_at)
     _mark_synced(session, header, record, session_keys)
     session._save_token = None
+
+
+def _update(
+    session_id: str,
+    change: Callable[[Session], object],
+    retries: int,
+    clock: Callable[[], datetime],
+) -> Plan[Session]:
+    """Load, apply ``change``, save with ``expect_version``; on a conflict, start over."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidSessionError(f"retries must be a non-negative int, got {retries!r}")
+    for attempt in range(retries + 1):
+        session = yield from _load(session_id)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        change(session)
+        try:
+            yield from _save(session, clock(), session.version)
+        except ConflictError:
+            if attempt == retries:
+                raise
+            continue
+        return session
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _check_can_save(

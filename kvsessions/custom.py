@@ -148,6 +148,14 @@ class StoreCallOperations:
                 archived += 1
         return archived
 
+    def update(
+        self, session_id: str, change: Callable[[Session], object], retries: int
+    ) -> Job[Session]:
+        raise UnsupportedOperationError(
+            "update() needs a store that keeps versions (it retries on conflicts); use a "
+            "built-in store, or get_session + save with your own locking"
+        )
+
     def clear_all(self) -> Job[None]:
         self._require("clear", "clear(self) -> None", "clear_all")
         return Job(self._one_call("clear"), write=True)

@@ -22,7 +22,9 @@ to be correct under both:
     the whole plan inside one transaction, in the calling thread: a write plan holds the
     engine's write lock from its first read to its commit, so its expectations hold and
     the commit never conflicts; after a commit the next operation starts a new
-    transaction.  The blocking manager uses this.
+    transaction.  A read plan that yields a ``Commit`` (one that runs user code between
+    its reads and its write, like ``update``) gets a fresh write transaction for it, where
+    the expectations are checked.  The blocking manager uses this.
 ``execute(op)``
     one operation in its own transaction; between operations nothing is held, so a
     ``Commit`` may answer ``Conflict`` and the plan re-bases and retries.  The asyncio
@@ -125,6 +127,10 @@ class Transaction(abc.ABC):
             return self.get(op.key)
         return self.scan(op.start, op.stop, op.limit, op.reverse)
 
+    def answer_batch(self, ops: tuple[Get | Scan, ...]) -> tuple[Any, ...]:
+        """The answers of several reads, from one snapshot."""
+        return tuple(self.answer(op) for op in ops)
+
 
 class LocalBackend(abc.ABC):
     """An embedded engine: runs each plan in its own transaction(s), in the calling thread."""
@@ -165,14 +171,17 @@ class LocalBackend(abc.ABC):
         try:
             while True:
                 op = plan.send(answer)
+                if type(op) is Commit and not write and txn is not None:
+                    txn.abort()  # a read plan that decides to write: optimistic from here
+                    txn = None
                 if txn is None:
-                    txn = self._begin(write)
+                    txn = self._begin(write or type(op) is Commit)
                 if type(op) is Commit:
                     answer = _commit(txn, op)
                     if answer is None:
                         txn = None
                 elif type(op) is Batch:
-                    answer = tuple(txn.answer(inner) for inner in op.ops)
+                    answer = txn.answer_batch(op.ops)
                 else:
                     answer = txn.answer(op)
         except StopIteration as stop:

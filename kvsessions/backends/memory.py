@@ -10,8 +10,9 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from .base import LocalBackend, Transaction
+from .base import Get, LocalBackend, Scan, Transaction
 
 __all__ = ["MemoryBackend"]
 
@@ -27,7 +28,7 @@ class MemoryBackend(LocalBackend):
         self._lock = threading.RLock()
 
     def _begin(self, write: bool) -> Transaction:
-        return _MemoryTxn(self)
+        return _MemoryTxn(self, write)
 
     def _close(self) -> None:
         with self._lock:
@@ -36,11 +37,22 @@ class MemoryBackend(LocalBackend):
 
 
 class _MemoryTxn(Transaction):
-    def __init__(self, backend: MemoryBackend) -> None:
+    """A write transaction holds the lock throughout; a read one only during each read."""
+
+    def __init__(self, backend: MemoryBackend, write: bool) -> None:
         self._b = backend
         self._lock = backend._lock
-        self._lock.acquire()
-        self._held = True
+        self._held = write
+        if write:
+            self._lock.acquire()
+
+    def answer(self, op: Get | Scan) -> Any:
+        with self._lock:
+            return super().answer(op)
+
+    def answer_batch(self, ops: tuple[Get | Scan, ...]) -> tuple[Any, ...]:
+        with self._lock:
+            return super().answer_batch(ops)
 
     def get(self, key: bytes) -> bytes | None:
         return self._b._data.get(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -453,6 +454,39 @@ class StoreConformance:
         b2.set_state("x", 3)
         two.save(b2, expect_version=b2.version)
         assert one.get_session(session.session_id).get_state("x") == 3
+
+    def test_update_retries_on_conflict(self, connect: Callable[[], Manager]) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        session = one.create_session("u")
+        session.set_state("n", 0)
+        one.save(session)
+        attempts = []
+
+        def interloper() -> None:
+            other = two.get_session(session.session_id)
+            other.set_state("n", 100)
+            two.save(other)
+
+        def interfere() -> None:  # from another thread, as another worker would
+            worker = threading.Thread(target=interloper)
+            worker.start()
+            worker.join()
+
+        def bump(loaded: Session) -> None:
+            attempts.append(loaded.get_state("n"))
+            if len(attempts) == 1:  # another writer gets in while we compute
+                interfere()
+            loaded.set_state("n", loaded.get_state("n") + 1)
+
+        result = one.update(session.session_id, bump)
+        assert attempts == [0, 100]  # the first result was refused, the retry saw 100
+        assert result.get_state("n") == 101
+        assert two.get_session(session.session_id).get_state("n") == 101
+        with pytest.raises(ConflictError):
+            one.update(session.session_id, lambda s: interfere(), retries=0)
+        with pytest.raises(SessionNotFoundError):
+            one.update("missing", bump)
 
     def test_save_after_delete_raises(self, connect: Callable[[], Manager]) -> None:
         self._needs_kv()
