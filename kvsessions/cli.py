@@ -6,10 +6,17 @@ kvsessions demo [--path DIR]     a scripted multi-user chat on the embedded LMDB
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .backends.base import LocalBackend
+from .backends.lmdb import LMDBBackend
+from .backends.sqlite import SQLiteBackend
+from .core import check_records
+from .errors import KVSessionsError, StoreConfigError
 from .model import Session
 from .stores import LMDBSessionStore
 from .sync_api import SessionManager
@@ -56,6 +63,38 @@ def demo(path: Path) -> int:
     return 0
 
 
+def check(path: Path, table: str) -> int:
+    """Report damaged records of the store at ``path`` (read-only); the exit status."""
+    try:
+        backend = _open_existing(path, table)
+    except (KVSessionsError, OSError, sqlite3.Error) as exc:
+        print(f"kvsessions check: {exc}", file=sys.stderr)
+        return 2
+    try:
+        problems = backend.run(check_records(), write=False)
+    finally:
+        backend.close()
+    for key, problem in problems:
+        print(f"{key!r}: {problem}")
+    print(f"{path}: {len(problems)} damaged record(s)")
+    return 1 if problems else 0
+
+
+def _open_existing(path: Path, table: str) -> LocalBackend:
+    """The backend of an existing store, opened without creating or changing anything."""
+    if (path / "data.mdb").is_file():
+        return LMDBBackend(path, durability="fast")
+    if not path.is_file():
+        raise StoreConfigError(f"{path} is neither an LMDB store directory nor a SQLite file")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+    if not found:
+        raise StoreConfigError(f"{path} has no table {table!r}; pass --table NAME")
+    return SQLiteBackend(path, table_name=table, durability="fast")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvsessions", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("kvsessions-demo.lmdb"),
         help="LMDB directory to use (default: ./kvsessions-demo.lmdb)",
     )
+    check_cmd = commands.add_parser("check", help="list damaged records (changes nothing)")
+    check_cmd.add_argument("path", type=Path, help="LMDB directory or SQLite file")
+    check_cmd.add_argument("--table", default="sessions", help="SQLite table (default sessions)")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check(args.path, args.table)
     return demo(args.path)
 
 

@@ -39,6 +39,7 @@ from .codec import (
 )
 from .errors import (
     ConflictError,
+    CorruptRecordError,
     InvalidSessionError,
     SchemaVersionError,
     SessionArchivedError,
@@ -51,6 +52,7 @@ from .values import check_json_value
 
 __all__ = [
     "Job",
+    "check_records",
     "KVOperations",
     "check_session",
     "ensure_format",
@@ -617,6 +619,46 @@ def _archive_inactive(cutoff_us: int) -> Plan[int]:
             start = index[-1][0] + b"\x00"
         else:  # a store that commits per slot may have applied part of it: count that part
             archived += sum(answer.current.get(hkey) == put[hkey] for hkey in expect)
+
+
+def check_records(chunk: int = 1000) -> Plan[list[tuple[bytes, str]]]:
+    """Read every record and report the damaged ones as ``(key, problem)``; writes nothing.
+
+    Headers and messages must decode (and a message's seq match its key); an index entry
+    must point at an existing header.  The store is read in chunks, one snapshot each.
+    """
+    problems: list[tuple[bytes, str]] = []
+    start = b""
+    while True:
+        rows = yield Scan(start, b"\xff", limit=chunk)
+        if not rows:
+            return problems
+        for key, value in rows:
+            problem = yield from _check_record(key, value)
+            if problem:
+                problems.append((key, problem))
+        start = rows[-1][0] + b"\x00"
+
+
+def _check_record(key: bytes, value: bytes) -> Plan[str | None]:
+    kind = key[:1]
+    try:
+        if kind == b"h":
+            decode_header(value)
+        elif kind == b"m":
+            seq = decode_message(value).seq
+            if seq != keys.seq_of_message_key(key):
+                return f"message record says seq {seq}, its key says {keys.seq_of_message_key(key)}"
+        elif kind in (b"u", b"a"):
+            fixed = 10 if kind == b"a" else key.index(b"\x00") + 9
+            sid = keys.parse_index_sid(key, fixed)
+            if (yield Get(keys.header_key(sid))) is None:
+                return f"index entry for session {sid!r}, which has no header"
+        elif key != keys.FORMAT_KEY:
+            return "not a kvsessions key"
+    except (CorruptRecordError, SchemaVersionError, UnicodeDecodeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def _clear_all() -> Plan[None]:
