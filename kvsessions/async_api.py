@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from .backends.base import Commit, LocalBackend, Plan
 from .core import Job
 from .errors import StoreClosedError
-from .model import Session, utcnow
+from .model import Message, Session, utcnow
 from .stores import LMDBSessionStore, SessionStore
 
 __all__ = ["AsyncSessionManager"]
@@ -86,9 +86,30 @@ class AsyncSessionManager:
         """
         return await self._run(self._ops.save(session, expect_version))
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The stored session with all its messages, or ``None``."""
-        return await self._run(self._ops.get(session_id))
+    async def get_session(self, session_id: str, *, messages: int | None = None) -> Session | None:
+        """The stored session, or ``None``; ``messages=N`` loads only the newest N messages.
+
+        ``message_count`` is always the true total, and saving a partly loaded session
+        appends after the last stored message as usual.
+        """
+        return await self._run(self._ops.get(session_id, messages))
+
+    async def get_messages(
+        self,
+        session_id: str,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        pair_safe: bool = False,
+    ) -> list[Message]:
+        """A window of the history, oldest first, without loading the rest.
+
+        The messages with ``after < seq < before``, the newest ``limit`` of them.
+        ``pair_safe=True`` never starts the window on a tool result (a message with a
+        ``tool_call_id`` extra, or role ``"tool"``) cut off from the call it answers.
+        """
+        return await self._run(self._ops.get_messages(session_id, limit, before, after, pair_safe))
 
     async def get_sessions_for_user(self, user_id: str) -> list[Session]:
         """All of a user's sessions (active and archived), oldest first, from the index."""

@@ -93,8 +93,18 @@ class KVOperations:
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         return Job(_returning(_save(session, self._clock(), expect_version), session), True)
 
-    def get(self, session_id: str) -> Job[Session | None]:
-        return Job(_load(session_id), write=False)
+    def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
+        return Job(_load(session_id, _window(messages)), write=False)
+
+    def get_messages(
+        self,
+        session_id: str,
+        limit: int | None,
+        before: int | None,
+        after: int | None,
+        pair_safe: bool,
+    ) -> Job[list[Message]]:
+        return Job(_messages(session_id, _window(limit), before, after, pair_safe), write=False)
 
     def for_user(self, user_id: str) -> Job[list[Session]]:
         return Job(_sessions_for_user(user_id), write=False)
@@ -175,12 +185,51 @@ def _returning(plan: Plan[Any], value: T) -> Plan[T]:
 # -- loading ---------------------------------------------------------------------------
 
 
-def _load(session_id: str) -> Plan[Session | None]:
+def _window(limit: int | None) -> int | None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidSessionError(f"a message count must be None or an int >= 0, got {limit!r}")
+    return limit
+
+
+def _load(session_id: str, last: int | None = None) -> Plan[Session | None]:
+    """The session; with ``last``, only its newest ``last`` messages are read."""
     keys.check_id(session_id, "session_id")
-    header, rows = yield Batch(
-        (Get(keys.header_key(session_id)), Scan(*keys.message_range(session_id)))
-    )
-    return None if header is None else _build(session_id, header, rows)
+    scan = Scan(*keys.message_range(session_id), limit=last, reverse=last is not None)
+    header, rows = yield Batch((Get(keys.header_key(session_id)), scan))
+    if header is None:
+        return None
+    if last is not None:
+        rows.reverse()
+    return _build(session_id, header, rows)
+
+
+def _messages(
+    session_id: str, limit: int | None, before: int | None, after: int | None, pair_safe: bool
+) -> Plan[list[Message]]:
+    """Messages with ``after < seq < before``, the newest ``limit`` of them, oldest first.
+
+    ``pair_safe`` widens the window backwards while it would start with a tool result
+    (a message with a ``tool_call_id`` extra, or role ``"tool"``), so the tool call it
+    answers is never cut off.
+    """
+    keys.check_id(session_id, "session_id")
+    start = 0 if after is None else after + 1
+    begin, stop = keys.message_range(session_id, max(start, 0), before)
+    rows = yield Scan(begin, stop, limit=limit, reverse=limit is not None)
+    if limit is not None:
+        rows.reverse()
+    window = [decode_message(value) for _, value in rows]
+    while pair_safe and window and _is_tool_result(window[0]) and window[0].seq > start:
+        earlier = yield Scan(begin, rows[0][0], limit=1, reverse=True)
+        if not earlier:
+            break
+        rows = earlier + rows
+        window.insert(0, decode_message(earlier[0][1]))
+    return window
+
+
+def _is_tool_result(message: Message) -> bool:
+    return message.role == "tool" or "tool_call_id" in message.extras
 
 
 def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) -> Session:
@@ -207,6 +256,7 @@ def _mark_synced(
         header, record, orjson.dumps(record.state), orjson.dumps(record.metadata), session_keys
     )
     session._synced = len(session.messages)
+    session._unloaded = record.count - session._synced  # stored but not loaded (windows)
 
 
 def _sessions_for_user(user_id: str) -> Plan[list[Session]]:

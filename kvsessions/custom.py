@@ -90,8 +90,24 @@ class StoreCallOperations:
         session._synced = len(messages)
         return session
 
-    def get(self, session_id: str) -> Job[Session | None]:
+    def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
+        if messages is not None:
+            raise UnsupportedOperationError(
+                "get_session(messages=N) needs a built-in store (it reads only the last N)"
+            )
         return Job(self._get(session_id), write=False)
+
+    def get_messages(
+        self,
+        session_id: str,
+        limit: int | None,
+        before: int | None,
+        after: int | None,
+        pair_safe: bool,
+    ) -> Job[list[Any]]:
+        raise UnsupportedOperationError(
+            "get_messages() needs a built-in store (it reads a window, not the session)"
+        )
 
     def _get(self, session_id: str) -> Any:
         session = yield Call("get", (session_id,))

@@ -27,6 +27,7 @@ from .. import (
     SessionStatus,
     SessionStore,
     StoreClosedError,
+    UnsupportedOperationError,
 )
 
 __all__ = ["ManualClock", "StoreConformance", "SyncView"]
@@ -260,6 +261,68 @@ class StoreConformance:
         manager.save(session)
         manager.save(session)
         assert manager.get_session(session.session_id).message_count == 1
+
+    # -- history windows -----------------------------------------------------------------
+
+    def _history(self, manager: Manager, count: int) -> str:
+        session = manager.create_session("u")
+        for i in range(count):
+            session.add_message("user" if i % 2 == 0 else "assistant", f"m{i}")
+        manager.save(session)
+        return str(session.session_id)
+
+    def test_load_only_the_newest_messages(self, manager: Manager) -> None:
+        if not self.kv_semantics:
+            with pytest.raises(UnsupportedOperationError):
+                manager.get_session(self._history(manager, 3), messages=2)
+            return
+        sid = self._history(manager, 50)
+        window = manager.get_session(sid, messages=5)
+        assert [m.content for m in window.messages] == [f"m{i}" for i in range(45, 50)]
+        assert window.message_count == 50
+        window.add_message("user", "m50")
+        manager.save(window)
+        assert window.message_count == 51 and window.messages[-1].seq == 50
+        full = manager.get_session(sid)
+        assert [m.content for m in full.messages] == [f"m{i}" for i in range(51)]
+        assert manager.get_session(sid, messages=0).messages == []
+        assert manager.get_session(sid, messages=0).message_count == 51
+        assert len(manager.get_session(sid, messages=500).messages) == 51
+
+    def test_message_windows(self, manager: Manager) -> None:
+        if not self.kv_semantics:
+            with pytest.raises(UnsupportedOperationError):
+                manager.get_messages(self._history(manager, 3), 2)
+            return
+        sid = self._history(manager, 30)
+
+        def contents(*args: Any, **kwargs: Any) -> list[str]:
+            return [m.content for m in manager.get_messages(sid, *args, **kwargs)]
+
+        assert contents(3) == ["m27", "m28", "m29"]
+        assert contents() == [f"m{i}" for i in range(30)]
+        assert contents(3, before=10) == ["m7", "m8", "m9"]
+        assert contents(after=26) == ["m27", "m28", "m29"]
+        assert contents(2, after=5, before=9) == ["m7", "m8"]
+        assert contents(0) == []
+        assert manager.get_messages("missing", 5) == []
+        with pytest.raises(InvalidSessionError):
+            manager.get_messages(sid, -1)
+
+    def test_pair_safe_window_keeps_tool_calls_with_results(self, manager: Manager) -> None:
+        self._needs_kv()
+        session = manager.create_session("u")
+        session.add_message("user", "what is 2+2 and 3+3?")
+        session.add_message("assistant", "", tool_calls=[{"id": "a"}, {"id": "b"}])
+        session.add_message("tool", "4", tool_call_id="a")
+        session.add_message("tool", "6", tool_call_id="b")
+        session.add_message("assistant", "4 and 6")
+        manager.save(session)
+        plain = manager.get_messages(session.session_id, 3)
+        assert [m.role for m in plain] == ["tool", "tool", "assistant"]  # the call is cut off
+        safe = manager.get_messages(session.session_id, 3, pair_safe=True)
+        assert [m.role for m in safe] == ["assistant", "tool", "tool", "assistant"]
+        assert safe[0].extras["tool_calls"] == [{"id": "a"}, {"id": "b"}]
 
     # -- listing, delete -----------------------------------------------------------------
 
