@@ -53,6 +53,7 @@ from .values import check_json_value
 __all__ = [
     "Job",
     "check_records",
+    "check_replacement",
     "KVOperations",
     "check_session",
     "ensure_format",
@@ -126,6 +127,22 @@ class KVOperations:
     ) -> Job[Session]:
         # not a write plan: ``change`` is user code and must not run under the write lock
         return Job(_update(session_id, change, retries, self._clock), write=False)
+
+    def pop_message(self, session_id: str) -> Job[Message | None]:
+        return Job(_pop_message(session_id, self._now_us()), write=True)
+
+    def delete_message(self, session_id: str, seq: int) -> Job[bool]:
+        return Job(_delete_message(session_id, seq, self._now_us()), write=True)
+
+    def update_message(
+        self, session_id: str, seq: int, changes: dict[str, Any]
+    ) -> Job[Message | None]:
+        return Job(_update_message(session_id, seq, changes, self._now_us()), write=True)
+
+    def replace_messages(
+        self, session_id: str, start: int, end: int, messages: list[Message]
+    ) -> Job[list[Message]]:
+        return Job(_replace_messages(session_id, start, end, list(messages), self._now_us()), True)
 
     def clear_all(self) -> Job[None]:
         return Job(_clear_all(), write=True)
@@ -611,6 +628,150 @@ def _delete(session_id: str) -> Plan[bool]:
             return True
         current = answer.current[hkey]
     raise ConflictError(f"session {session_id!r} kept changing while being deleted; retry")
+
+
+# -- editing the history ---------------------------------------------------------------
+
+#: An edit decided from the header and what was read: ``(puts, deletes, count change,
+#: result)``, or ``None`` when there is nothing to change.
+EditPlan = tuple[dict[bytes, bytes], list[bytes], int, Any]
+
+
+def _edit_messages(
+    session_id: str,
+    now_us: int,
+    read: Callable[[HeaderRecord], Get | Scan],
+    edit: Callable[[HeaderRecord, Any], EditPlan | None],
+    unchanged: Any,
+) -> Plan[Any]:
+    """Read what an edit needs, decide it, and commit it with the new header atomically.
+
+    Two concurrent edits expect the same header: one commits, the other re-reads and
+    decides again (so two pops never return the same message).
+    """
+    session_keys = keys.SessionKeys(session_id)
+    hkey = session_keys.header
+    for _ in range(MAX_ATTEMPTS):
+        current = yield Get(hkey)
+        if current is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        record = decode_header(current)
+        if record.status is SessionStatus.ARCHIVED:
+            raise SessionArchivedError(
+                f"session {session_id!r} is archived; restore it before editing its messages"
+            )
+        decided = edit(record, (yield read(record)))
+        if decided is None:
+            return unchanged
+        put, delete, count_change, result = decided
+        new = attrs.evolve(
+            record,
+            version=record.version + 1,
+            updated_at=now_us,
+            count=record.count + count_change,
+        )
+        put[hkey] = encode_header(new)
+        old_entry = session_keys.activity(record.status, record.updated_at)
+        new_entry = session_keys.activity(record.status, now_us)
+        if new_entry != old_entry:
+            delete.append(old_entry)
+            put[new_entry] = b""
+        if (yield Commit({hkey: current}, put, delete)) is None:
+            return result
+    raise ConflictError(f"session {session_id!r} kept changing while being edited; retry")
+
+
+def _pop_message(session_id: str, now_us: int) -> Plan[Message | None]:
+    def edit(record: HeaderRecord, rows: list[tuple[bytes, bytes]]) -> EditPlan | None:
+        if not rows:
+            return None
+        key, value = rows[0]
+        return {}, [key], -1, decode_message(value)
+
+    return (
+        yield from _edit_messages(
+            session_id,
+            now_us,
+            lambda record: Scan(*keys.message_range(session_id), limit=1, reverse=True),
+            edit,
+            None,
+        )
+    )
+
+
+def _delete_message(session_id: str, seq: int, now_us: int) -> Plan[bool]:
+    key = keys.message_key(session_id, _seq(seq))
+
+    def edit(record: HeaderRecord, value: bytes | None) -> EditPlan | None:
+        return None if value is None else ({}, [key], -1, True)
+
+    return (yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, False))
+
+
+def _update_message(
+    session_id: str, seq: int, changes: dict[str, Any], now_us: int
+) -> Plan[Message | None]:
+    key = keys.message_key(session_id, _seq(seq))
+    extras = {name: value for name, value in changes.items() if name not in ("role", "content")}
+    check_json_value(extras, "message extras")
+    if "content" in changes:
+        check_json_value(changes["content"], "message content")
+    role = changes.get("role")
+    if role is not None and (type(role) is not str or not role):
+        raise InvalidSessionError(f"message role must be a non-empty str, got {role!r}")
+
+    def edit(record: HeaderRecord, value: bytes | None) -> EditPlan | None:
+        if value is None:
+            return None
+        old = decode_message(value)
+        new = Message(
+            role or old.role,
+            changes.get("content", old.content),
+            old.timestamp,
+            {**old.extras, **extras},
+            old.seq,
+        )
+        return {key: encode_message(new, seq)}, [], 0, new
+
+    return (yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, None))
+
+
+def _replace_messages(
+    session_id: str, start: int, end: int, messages: list[Message], now_us: int
+) -> Plan[list[Message]]:
+    check_replacement(start, end, messages)
+    first, stop = keys.message_range(session_id, start, end + 1)
+
+    def edit(record: HeaderRecord, rows: list[tuple[bytes, bytes]]) -> EditPlan:
+        saved = [
+            Message(m.role, m.content, m.timestamp, m.extras, start + i)
+            for i, m in enumerate(messages)
+        ]
+        put = {keys.message_key(session_id, m.seq): encode_message(m, m.seq) for m in saved}  # type: ignore[arg-type]
+        return put, [key for key, _ in rows], len(saved) - len(rows), saved
+
+    return (yield from _edit_messages(session_id, now_us, lambda r: Scan(first, stop), edit, []))
+
+
+def check_replacement(start: int, end: int, messages: list[Message]) -> None:
+    """Validate ``replace_messages`` arguments (for every store)."""
+    start, end = _seq(start), _seq(end)
+    if end < start or len(messages) > end - start + 1:
+        raise InvalidSessionError(
+            f"replace_messages({start}, {end}, ...) takes at most {max(end - start + 1, 0)} "
+            f"messages for that range, got {len(messages)}; widen the range"
+        )
+    for message in messages:
+        if not isinstance(message, Message):
+            raise InvalidSessionError(f"replacements must be Message objects, got {message!r}")
+        check_json_value(message.content, "message content")
+        check_json_value(message.extras, "message extras")
+
+
+def _seq(seq: int) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise InvalidSessionError(f"a message seq is an int >= 0, got {seq!r}")
+    return seq
 
 
 def _set_status(session_id: str, status: SessionStatus, touch_us: int | None) -> Plan[bool]:

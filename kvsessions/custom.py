@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from . import keys
-from .core import Job, check_session, inactive_since, new_session
+from .core import Job, check_replacement, check_session, inactive_since, new_session
 from .errors import (
     SessionArchivedError,
     SessionExistsError,
     SessionNotFoundError,
     UnsupportedOperationError,
 )
-from .model import Session, SessionStatus
+from .model import Message, Session, SessionStatus
 
 if TYPE_CHECKING:
     from .stores import SessionStore
@@ -171,6 +171,62 @@ class StoreCallOperations:
             "update() needs a store that keeps versions (it retries on conflicts); use a "
             "built-in store, or get_session + save with your own locking"
         )
+
+    def pop_message(self, session_id: str) -> Job[Any]:
+        def change(messages: list[Message]) -> Any:
+            return messages.pop() if messages else None
+
+        return Job(self._edit(session_id, change), write=True)
+
+    def delete_message(self, session_id: str, seq: int) -> Job[bool]:
+        def change(messages: list[Message]) -> bool:
+            kept = [m for m in messages if m.seq != seq]
+            found = len(kept) != len(messages)
+            messages[:] = kept
+            return found
+
+        return Job(self._edit(session_id, change), write=True)
+
+    def update_message(self, session_id: str, seq: int, changes: dict[str, Any]) -> Job[Any]:
+        def change(messages: list[Message]) -> Any:
+            for index, old in enumerate(messages):
+                if old.seq == seq:
+                    extras = {k: v for k, v in changes.items() if k not in ("role", "content")}
+                    messages[index] = attrs.evolve(
+                        old,
+                        role=changes.get("role", old.role),
+                        content=changes.get("content", old.content),
+                        extras={**old.extras, **extras},
+                    )
+                    return messages[index]
+            return None
+
+        return Job(self._edit(session_id, change), write=True)
+
+    def replace_messages(
+        self, session_id: str, start: int, end: int, messages: list[Message]
+    ) -> Job[list[Message]]:
+        check_replacement(start, end, messages)
+        new = [attrs.evolve(m, seq=start + i) for i, m in enumerate(messages)]
+
+        def change(stored: list[Message]) -> list[Message]:
+            before = [m for m in stored if m.seq is not None and m.seq < start]
+            after = [m for m in stored if m.seq is not None and m.seq > end]
+            stored[:] = before + new + after
+            return new
+
+        return Job(self._edit(session_id, change), write=True)
+
+    def _edit(self, session_id: str, change: Callable[[list[Message]], Any]) -> Any:
+        """Whole-session stores edit by get + save: not atomic against other writers."""
+        session = yield from self._get(session_id)
+        if session is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        result = change(session.messages)
+        session._synced = len(session.messages)
+        session.updated_at = self._clock()
+        yield Call("save", (session,))
+        return result
 
     def clear_all(self) -> Job[None]:
         self._require("clear", "clear(self) -> None", "clear_all")

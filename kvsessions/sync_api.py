@@ -113,6 +113,31 @@ class SessionManager:
         """
         return self._run(self._ops.update(session_id, change, retries))
 
+    def pop_message(self, session_id: str) -> Message | None:
+        """Remove and return the newest stored message (``None`` if there is none).
+
+        Atomic: two concurrent pops never return the same message.
+        """
+        return self._run(self._ops.pop_message(session_id))
+
+    def delete_message(self, session_id: str, seq: int) -> bool:
+        """Delete one stored message by seq; return whether it existed."""
+        return self._run(self._ops.delete_message(session_id, seq))
+
+    def update_message(self, session_id: str, seq: int, **changes: Any) -> Message | None:
+        """Change a stored message's ``content``, ``role`` or extras (e.g. to redact it)."""
+        return self._run(self._ops.update_message(session_id, seq, changes))
+
+    def replace_messages(
+        self, session_id: str, start_seq: int, end_seq: int, messages: list[Message]
+    ) -> list[Message]:
+        """Atomically swap the messages ``start_seq..end_seq`` (inclusive) for ``messages``.
+
+        The primitive for compaction: summarise a stretch yourself, then swap it in.  At
+        most ``end_seq - start_seq + 1`` messages; they take the seqs from ``start_seq``.
+        """
+        return self._run(self._ops.replace_messages(session_id, start_seq, end_seq, messages))
+
     def clear_all(self) -> None:
         """Delete every session in this store (and nothing outside it)."""
         return self._run(self._ops.clear_all())

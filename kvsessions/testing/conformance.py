@@ -324,6 +324,63 @@ class StoreConformance:
         assert [m.role for m in safe] == ["assistant", "tool", "tool", "assistant"]
         assert safe[0].extras["tool_calls"] == [{"id": "a"}, {"id": "b"}]
 
+    # -- editing the history -------------------------------------------------------------
+
+    def test_pop_delete_update_messages(self, manager: Manager) -> None:
+        sid = self._history(manager, 5)
+        popped = manager.pop_message(sid)
+        assert popped.content == "m4" and popped.seq == 4
+        assert manager.delete_message(sid, 1) is True
+        assert manager.delete_message(sid, 1) is False
+        redacted = manager.update_message(sid, 2, content="[redacted]", reason="pii")
+        assert redacted.content == "[redacted]" and redacted.extras == {"reason": "pii"}
+        assert manager.update_message(sid, 99, content="x") is None
+        loaded = manager.get_session(sid)
+        assert [(m.seq, m.content) for m in loaded.messages] == [
+            (0, "m0"),
+            (2, "[redacted]"),
+            (3, "m3"),
+        ]
+        assert loaded.message_count == 3
+        loaded.add_message("user", "after the edits")
+        manager.save(loaded)
+        assert manager.get_session(sid).messages[-1].content == "after the edits"
+        for _ in range(4):
+            assert manager.pop_message(sid) is not None
+        assert manager.pop_message(sid) is None
+        with pytest.raises(SessionNotFoundError):
+            manager.pop_message("missing")
+
+    def test_concurrent_pops_never_return_the_same_message(
+        self, connect: Callable[[], Manager]
+    ) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        sid = self._history(one, 40)
+        popped: list[str] = []
+
+        def popper(manager: Manager) -> None:
+            while (message := manager.pop_message(sid)) is not None:
+                popped.append(message.content)
+
+        workers = [threading.Thread(target=popper, args=(m,)) for m in (one, two)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert sorted(popped) == sorted(f"m{i}" for i in range(40))  # each exactly once
+
+    def test_replace_messages_compacts(self, manager: Manager) -> None:
+        sid = self._history(manager, 10)
+        summary = Message(role="system", content="summary of m0..m5")
+        [swapped] = manager.replace_messages(sid, 0, 5, [summary])
+        assert swapped.seq == 0 and swapped.content == "summary of m0..m5"
+        loaded = manager.get_session(sid)
+        assert [m.content for m in loaded.messages] == ["summary of m0..m5", "m6", "m7", "m8", "m9"]
+        assert loaded.message_count == 5
+        with pytest.raises(InvalidSessionError, match="widen"):
+            manager.replace_messages(sid, 6, 6, [summary, summary])
+
     # -- listing, delete -----------------------------------------------------------------
 
     def test_sessions_for_user(self, manager: Manager, clock: ManualClock) -> None:
