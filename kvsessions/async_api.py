@@ -27,7 +27,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .backends.base import Commit, LocalBackend, Plan
+from .backends.base import HEAVY_STEP_ROWS, Commit, LocalBackend, Plan, answer_rows, step
 from .core import Job
 from .errors import StoreClosedError
 from .model import Message, Session, utcnow
@@ -37,7 +37,6 @@ __all__ = ["AsyncSessionManager"]
 
 T = TypeVar("T")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-HEAVY_STEP_ROWS = 256  # a plan step decoding more records than this runs off the loop
 
 
 class AsyncSessionManager:
@@ -199,10 +198,10 @@ async def _drive_local(
     loop = asyncio.get_running_loop()
     answer: Any = None
     while True:
-        if _rows(answer) > HEAVY_STEP_ROWS:
-            finished, op = await loop.run_in_executor(pool, _step, plan, answer)
+        if answer_rows(answer) > HEAVY_STEP_ROWS:
+            finished, op = await loop.run_in_executor(pool, step, plan, answer)
         else:
-            finished, op = _step(plan, answer)
+            finished, op = step(plan, answer)
         if finished:
             return op  # type: ignore[no-any-return]
         if not backend.blocking:
@@ -211,26 +210,6 @@ async def _drive_local(
             answer = await committer.commit(op)
         else:
             answer = await loop.run_in_executor(pool, backend.execute, op)
-
-
-def _step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
-    """Advance the plan: ``(False, next op)``, or ``(True, result)`` once it returns.
-
-    (A ``StopIteration`` cannot cross a thread pool's future, so it is caught here.)
-    """
-    try:
-        return False, plan.send(answer)
-    except StopIteration as stop:
-        return True, stop.value
-
-
-def _rows(answer: Any) -> int:
-    """How many records an answer holds (a Scan's list, or a Batch's tuple of answers)."""
-    if type(answer) is list:
-        return len(answer)
-    if type(answer) is tuple:
-        return sum(len(part) for part in answer if type(part) is list)
-    return 0
 
 
 class _GroupCommit:

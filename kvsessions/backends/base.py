@@ -47,6 +47,7 @@ import attrs
 from ..errors import KVSessionsError, StoreClosedError
 
 __all__ = [
+    "HEAVY_STEP_ROWS",
     "Batch",
     "Commit",
     "Conflict",
@@ -56,6 +57,8 @@ __all__ = [
     "Plan",
     "Scan",
     "Transaction",
+    "answer_rows",
+    "step",
 ]
 
 T = TypeVar("T")
@@ -250,3 +253,28 @@ def _commit(txn: Transaction, op: Commit) -> Conflict | None:
     if answer is None:
         txn.commit()
     return answer
+
+
+#: A plan step that decodes more records than this runs off the event loop (asyncio).
+HEAVY_STEP_ROWS = 256
+
+
+def step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
+    """Advance a plan: ``(False, next op)``, or ``(True, result)`` once it returns.
+
+    (Drivers that run a step in a thread pool need this: a ``StopIteration`` cannot
+    cross a future.)
+    """
+    try:
+        return False, plan.send(answer)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def answer_rows(answer: Any) -> int:
+    """How many records an answer holds (a Scan's list, or a Batch's tuple of answers)."""
+    if type(answer) is list:
+        return len(answer)
+    if type(answer) is tuple:
+        return sum(len(part) for part in answer if type(part) is list)
+    return 0

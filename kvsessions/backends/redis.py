@@ -63,7 +63,18 @@ from redis.retry import Retry
 from .. import keys
 from ..codec import decode_header
 from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavailableError
-from .base import Batch, Commit, Conflict, Get, Op, Plan, Scan
+from .base import (
+    HEAVY_STEP_ROWS,
+    Batch,
+    Commit,
+    Conflict,
+    Get,
+    Op,
+    Plan,
+    Scan,
+    answer_rows,
+    step,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -71,7 +82,6 @@ T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
-HEAVY_STEP_ROWS = 256  # a plan step decoding more records than this runs in the executor
 
 _READ = """
 local prune, out = ARGV[1] == '1', {}
@@ -280,10 +290,10 @@ class RedisBackend:
         answer: Any = None
         try:
             while True:
-                if executor is not None and _rows(answer) > HEAVY_STEP_ROWS:
-                    finished, op = await loop.run_in_executor(executor, _step, plan, answer)
+                if executor is not None and answer_rows(answer) > HEAVY_STEP_ROWS:
+                    finished, op = await loop.run_in_executor(executor, step, plan, answer)
                 else:
-                    finished, op = _step(plan, answer)
+                    finished, op = step(plan, answer)
                 if finished:
                     return op  # type: ignore[no-any-return]
                 answer = await self._drive_async(self._answer(op))
@@ -718,23 +728,6 @@ class RedisBackend:
                         raise self._error(node, errors[0])
                 if int(cursor) == 0:
                     break
-
-
-def _step(plan: Plan[Any], answer: Any) -> tuple[bool, Any]:
-    """``(False, next op)`` or ``(True, result)`` (a StopIteration cannot cross a future)."""
-    try:
-        return False, plan.send(answer)
-    except StopIteration as stop:
-        return True, stop.value
-
-
-def _rows(answer: Any) -> int:
-    """How many records an answer holds (a Scan's list, or a Batch's tuple of answers)."""
-    if type(answer) is list:
-        return len(answer)
-    if type(answer) is tuple:
-        return sum(len(part) for part in answer if type(part) is list)
-    return 0
 
 
 def _first(values: list[Any]) -> Any:
