@@ -860,7 +860,7 @@ def _check_record(key: bytes, value: bytes) -> Plan[str | None]:
             seq = decode_message(value).seq
             if seq != keys.seq_of_message_key(key):
                 return f"message record says seq {seq}, its key says {keys.seq_of_message_key(key)}"
-        elif kind in (b"u", b"a"):
+        elif kind in (keys.USER_SPACE, b"a"):
             fixed = 10 if kind == b"a" else key.index(b"\x00") + 9
             sid = keys.parse_index_sid(key, fixed)
             if (yield Get(keys.header_key(sid))) is None:

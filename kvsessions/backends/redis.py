@@ -9,7 +9,7 @@ Layout (``P`` = the store's prefix, ``T`` = the session's shard tag, ``sid``/``u
 
     P{T}h<sid>      string    the session header
     P{T}m<sid>      zset      its messages: member = 8-byte seq + the record, score 0
-    P{T}u<user>     zset      index shard: member = created_us (8 bytes) + sid, of the
+    P{T}i<user>     zset      index shard: member = created_us (8 bytes) + sid, of the
                               user's sessions whose shard is T
     P{T}a<status>   zset      index shard: member = updated_us (8 bytes) + sid
     P!format        string    the store's format version
@@ -704,7 +704,7 @@ class RedisBackend:
             expire[base + b"m" + sid + b"\x00"] = None
             if key[:1] == b"h" and key in op.put:  # the header names its index entries
                 record = decode_header(op.put[key])
-                expire[base + b"u" + record.user_id.encode() + b"\x00"] = None
+                expire[base + keys.USER_SPACE + record.user_id.encode() + b"\x00"] = None
                 expire[base + keys.activity_key(record.status, 0, "-")[:2]] = None
 
     def _clear(self) -> Exchange[None]:
