@@ -10,15 +10,21 @@ import os
 import time
 from typing import Any
 
-from kvsessions import LMDBSessionStore, SessionManager, SQLiteSessionStore
+from kvsessions import LMDBSessionStore, RedisSessionStore, SessionManager, SQLiteSessionStore
 
 
 def open_store(kind: str, path: str) -> Any:
-    """A fresh store object of ``kind`` ("lmdb" or "sqlite") at ``path``, durability full."""
+    """A fresh store object of ``kind`` at ``path``, durability full.
+
+    For "redis", ``path`` is ``"<url>|<prefix>"`` (the test's own throw-away server).
+    """
     if kind == "lmdb":
         return LMDBSessionStore(path)
     if kind == "sqlite":
         return SQLiteSessionStore(path)
+    if kind == "redis":
+        url, prefix = path.split("|")
+        return RedisSessionStore(url, prefix=prefix)
     raise ValueError(f"unknown store kind {kind!r}")
 
 

@@ -1,6 +1,7 @@
 """Many writers on one store: processes, threads, a SIGKILL mid-save, and ``fork``.
 
-Every test runs on ``LMDBSessionStore`` and ``SQLiteSessionStore`` at durability "full".
+Every test runs on ``LMDBSessionStore`` and ``SQLiteSessionStore`` at durability "full",
+and on ``RedisSessionStore`` against the test run's own throw-away ``redis-server``.
 Writers use the plain ``get_session -> change -> save`` loop (no ``expect_version``): the
 store must merge concurrent saves (appends commute, state merges per key) and lose nothing.
 Child processes are started with the ``spawn`` method so they inherit no open handles.
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on how pytest imports this mod
 
 pytestmark = pytest.mark.slow
 
-KINDS = ["lmdb", "sqlite"]
+KINDS = ["lmdb", "sqlite", "redis"]
 SPAWN = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 60.0
 
@@ -39,12 +40,19 @@ JOIN_TIMEOUT = 60.0
 CRASH_SUMMARY: dict[str, dict[str, int]] = {}
 
 
+_REDIS_URL: list[str] = []  # the session's throw-away redis-server, once started
+
+
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis" and not _REDIS_URL:
+        _REDIS_URL.append(request.getfixturevalue("redis_server").url)
     return request.param  # type: ignore[no-any-return]
 
 
 def store_path(tmp_path: Path, kind: str) -> str:
+    if kind == "redis":  # a prefix of its own per test, on the test run's own server
+        return f"{_REDIS_URL[0]}|p{abs(hash(str(tmp_path)))}:"
     return str(tmp_path / ("sessions.lmdb" if kind == "lmdb" else "sessions.db"))
 
 
