@@ -23,6 +23,7 @@ from .model import Message, SessionStatus
 
 __all__ = [
     "FORMAT_VERSION",
+    "converter",
     "HeaderRecord",
     "decode_header",
     "decode_message",
@@ -181,7 +182,8 @@ def _as_int(value: Any) -> int:
     return value
 
 
-_converter = _make_converter()
+#: The converter for stored records (encode/decode below call its record hooks directly).
+converter = _make_converter()
 _dumps = orjson.dumps
 _loads = orjson.loads
 

@@ -493,19 +493,19 @@ def _update(
     """Load, apply ``change``, save with ``expect_version``; on a conflict, start over."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidSessionError(f"retries must be a non-negative int, got {retries!r}")
-    for attempt in range(retries + 1):
+    attempts_left = retries
+    while True:
         session = yield from _load(session_id)
         if session is None:
             raise SessionNotFoundError(f"no session {session_id!r} in this store")
         change(session)
         try:
             yield from _save(session, clock(), session.version)
+            return session
         except ConflictError:
-            if attempt == retries:
+            if attempts_left == 0:
                 raise
-            continue
-        return session
-    raise AssertionError("unreachable")  # pragma: no cover
+            attempts_left -= 1
 
 
 def _check_can_save(
