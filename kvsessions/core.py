@@ -269,9 +269,16 @@ def _mark_synced(
     session: Session, header: bytes, record: HeaderRecord, session_keys: keys.SessionKeys
 ) -> None:
     """Remember ``header`` as what is stored now (``record`` may share values with it)."""
-    session._base = SyncBase(
-        header, record, orjson.dumps(record.state), orjson.dumps(record.metadata), session_keys
-    )
+    old = session._base
+    if old is not None and record.state is old.record.state:  # untouched: same snapshot
+        state_json = old.state_json
+    else:
+        state_json = orjson.dumps(record.state)
+    if old is not None and record.metadata is old.record.metadata:
+        metadata_json = old.metadata_json
+    else:
+        metadata_json = orjson.dumps(record.metadata)
+    session._base = SyncBase(header, record, state_json, metadata_json, session_keys)
     session._synced = len(session.messages)
     session._unloaded = record.count - session._synced  # stored but not loaded (windows)
 
@@ -412,7 +419,8 @@ def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[N
         )
     if base is not None and not changes and expect_version is None:
         return  # nothing to write
-    now_us, created_us = to_micros(now), to_micros(session.created_at)
+    now_us = to_micros(now)
+    created_us = to_micros(session.created_at) if base is None else base.record.created_at
     session_keys = base.keys if base is not None and base.keys.sid is sid else keys.SessionKeys(sid)
     hkey = session_keys.header
     current_bytes = base.header if base is not None else None
@@ -585,12 +593,11 @@ def _commit_for(
     if current is None:
         put[session_keys.user(session.user_id, record.created_at)] = b""
         put[session_keys.activity(status, now_us)] = b""
-    else:
-        old_entry = session_keys.activity(current.status, current.updated_at)
-        new_entry = session_keys.activity(status, now_us)
-        if new_entry != old_entry:  # same status, same minute: the index already says so
-            delete.append(old_entry)
-            put[new_entry] = b""
+    elif status is not current.status or keys.activity_bucket(
+        current.updated_at
+    ) != keys.activity_bucket(now_us):  # (same status, same minute: the index says so)
+        delete.append(session_keys.activity(current.status, current.updated_at))
+        put[session_keys.activity(status, now_us)] = b""
     return header, record, Commit({session_keys.header: current_bytes}, put, delete)
 
 
