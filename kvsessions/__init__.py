@@ -3,6 +3,7 @@
 Everything public is re-exported here; the modules behind it are implementation.
 """
 
+from .admin import MigrationReport, copy_store, migrate
 from .async_api import AsyncSessionManager
 from .errors import (
     ConflictError,
@@ -21,7 +22,7 @@ from .errors import (
     StoreUnavailableError,
     UnsupportedOperationError,
 )
-from .model import Message, Session, SessionStatus
+from .model import Message, Session, SessionPage, SessionStatus
 from .stores import (
     KVSessionStore,
     LMDBSessionStore,
@@ -31,10 +32,12 @@ from .stores import (
     SQLiteSessionStore,
 )
 from .sync_api import SessionManager
+from .transfer import ImportReport
 
 __all__ = [
     "AsyncSessionManager",
     "ConflictError",
+    "ImportReport",
     "CorruptRecordError",
     "InvalidIdError",
     "InvalidSessionError",
@@ -44,6 +47,7 @@ __all__ = [
     "LMDBSessionStore",
     "MemorySessionStore",
     "Message",
+    "MigrationReport",
     "RedisSessionStore",
     "SQLiteSessionStore",
     "SchemaVersionError",
@@ -52,6 +56,7 @@ __all__ = [
     "SessionExistsError",
     "SessionManager",
     "SessionNotFoundError",
+    "SessionPage",
     "SessionStatus",
     "SessionStore",
     "StoreClosedError",
@@ -60,6 +65,8 @@ __all__ = [
     "StoreUnavailableError",
     "UnsupportedOperationError",
     "__version__",
+    "copy_store",
+    "migrate",
 ]
 
 

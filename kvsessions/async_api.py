@@ -25,13 +25,15 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+from . import transfer
 from .backends.base import HEAVY_STEP_ROWS, Commit, LocalBackend, Plan, answer_rows, step
 from .core import Job
 from .errors import StoreClosedError
-from .model import Message, Session, utcnow
+from .model import Message, Session, SessionPage, utcnow
 from .stores import LMDBSessionStore, SessionStore
+from .transfer import ImportReport
 
 __all__ = ["AsyncSessionManager"]
 
@@ -70,6 +72,20 @@ class AsyncSessionManager:
         if run_async is not None:
             return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
         return await _drive_local(self._backend, job.plan, self._pool, self._committer)
+
+    async def _steps(self, steps: transfer.Steps) -> Any:
+        """Drive a multi-step operation: run each job it yields and send back the result."""
+        send: Any = steps.send
+        value: Any = None
+        while True:
+            try:
+                job = send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, send = await self._run(job), steps.send
+            except BaseException as exc:  # let the steps clean up (close files), then raise
+                value, send = exc, steps.throw
 
     async def create_session(
         self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
@@ -126,9 +142,69 @@ class AsyncSessionManager:
         """Make an archived session active again; False if it already was active."""
         return await self._run(self._ops.restore(session_id))
 
-    async def archive_inactive(self, days: float = 30) -> int:
-        """Archive every active session not saved for ``days``; return how many."""
-        return await self._run(self._ops.archive_inactive(days))
+    async def archive_inactive(self, days: float = 30, *, dry_run: bool = False) -> int:
+        """Archive every active session not saved for ``days``; return how many.
+
+        ``dry_run=True`` only counts them.  Reads the activity index, not every session.
+        """
+        return await self._run(self._ops.archive_inactive(days, dry_run))
+
+    async def purge_archived(self, older_than_days: float, *, dry_run: bool = False) -> int:
+        """Delete for good archived sessions last active over ``older_than_days`` ago."""
+        return await self._run(self._ops.purge_archived(older_than_days, dry_run))
+
+    async def sweep(self) -> int:
+        """Remove expired sessions (store ``ttl``) with their index entries; how many.
+
+        Expired sessions are invisible at once; this reclaims their space (reading one
+        also removes it).  Redis expires keys itself: there it returns 0.
+        """
+        return await self._run(self._ops.sweep())
+
+    async def list_sessions(
+        self,
+        user_id: str | None = None,
+        *,
+        status: str | None = "active",
+        order: str = "activity",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of sessions, newest first, without their messages.
+
+        ``status``: ``"active"``, ``"archived"`` or ``None`` (both); ``order``:
+        ``"activity"`` (last saved, to the minute) or ``"created"``.  Pass the page's
+        ``cursor`` back for the next page (``None``: no more).  Served from the indexes:
+        a page costs the same among ten or a million sessions.
+        """
+        return await self._run(self._ops.list_sessions(user_id, status, order, limit, cursor))
+
+    async def fork(
+        self, session_id: str, *, at_seq: int | None = None, new_session_id: str | None = None
+    ) -> Session:
+        """Save an independent copy of a session, optionally only up to message ``at_seq``.
+
+        The copy (same user, metadata and state; messages renumbered from 0) records
+        ``parent_id``; later changes to either do not reach the other.
+        """
+        return await self._run(self._ops.fork(session_id, at_seq, new_session_id))
+
+    async def export(
+        self, target: str | os.PathLike[str] | IO[Any], user_id: str | None = None
+    ) -> int:
+        """Write every session (or one user's) as JSON Lines to a path or file; how many.
+
+        The format is documented in :mod:`kvsessions.transfer`.
+        """
+        return await self._steps(transfer.export_steps(self._ops, target, user_id))
+
+    async def import_(self, source: str | os.PathLike[str] | IO[Any]) -> ImportReport:
+        """Read sessions exported by :meth:`export` and create them exactly.
+
+        Idempotent: sessions already here and identical count as ``unchanged``; ones that
+        differ are left alone and reported in ``conflicts``.
+        """
+        return await self._steps(transfer.import_steps(self._ops, source))
 
     async def update(
         self, session_id: str, change: Callable[[Session], object], *, retries: int = 10

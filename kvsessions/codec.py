@@ -68,6 +68,7 @@ class HeaderRecord:
     metadata: dict[str, Any]
     state: dict[str, Any]
     recent: list[str]  # tokens of the latest saves, so a retried save is not applied twice
+    parent: str | None = None  # the session this one was forked from (stored only if set)
 
 
 def _make_converter() -> Any:
@@ -137,14 +138,19 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
         "metadata": header.metadata,
         "state": header.state,
         "recent": header.recent,
+        **({} if header.parent is None else {"parent": header.parent}),
     }
 
 
 def _structure_header(record: Any, _: Any) -> HeaderRecord:
     if type(record) is not dict or record.keys() != _HEADER_FIELDS.keys():
-        raise TypeError(
-            f"a header record has keys {', '.join(_HEADER_FIELDS)}; got {_shape(record)}"
-        )
+        if type(record) is not dict or record.keys() != _HEADER_FIELDS.keys() | {"parent"}:
+            raise TypeError(
+                f"a header record has keys {', '.join(_HEADER_FIELDS)} (and optionally "
+                f"parent); got {_shape(record)}"
+            )
+        if type(record["parent"]) is not str:
+            raise TypeError("header field parent must be str")
     for name, kind in _HEADER_FIELDS.items():
         if type(record[name]) is not kind:
             raise TypeError(f"header field {name} must be {kind.__name__}")
@@ -159,6 +165,7 @@ def _structure_header(record: Any, _: Any) -> HeaderRecord:
         record["metadata"],
         record["state"],
         record["recent"],
+        record.get("parent"),
     )
 
 

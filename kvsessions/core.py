@@ -28,7 +28,6 @@ import orjson
 from . import keys
 from .backends.base import Batch, Commit, Conflict, Get, Plan, Scan
 from .codec import (
-    FORMAT_VERSION,
     HeaderRecord,
     decode_header,
     decode_message,
@@ -52,13 +51,15 @@ from .values import check_json_value
 
 __all__ = [
     "Job",
+    "build_session",
     "check_records",
     "check_replacement",
-    "KVOperations",
     "check_session",
     "ensure_format",
+    "expired",
     "inactive_since",
     "new_session",
+    "purge",
 ]
 
 T = TypeVar("T")
@@ -74,78 +75,6 @@ class Job(Generic[T]):
 
     plan: Plan[T]
     write: bool
-
-
-class KVOperations:
-    """The manager operations as plans over the key-value protocol."""
-
-    def __init__(self, clock: Callable[[], datetime]) -> None:
-        self._clock = clock
-
-    def _now_us(self) -> int:
-        return to_micros(self._clock())
-
-    def create(
-        self, user_id: str, metadata: dict[str, Any] | None, session_id: str | None
-    ) -> Job[Session]:
-        session = new_session(user_id, metadata, session_id, self._clock())
-        return Job(_returning(_save(session, session.created_at, None), session), write=True)
-
-    def save(self, session: Session, expect_version: int | None) -> Job[Session]:
-        return Job(_returning(_save(session, self._clock(), expect_version), session), True)
-
-    def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
-        return Job(_load(session_id, _window(messages)), write=False)
-
-    def get_messages(
-        self,
-        session_id: str,
-        limit: int | None,
-        before: int | None,
-        after: int | None,
-        pair_safe: bool,
-    ) -> Job[list[Message]]:
-        return Job(_messages(session_id, _window(limit), before, after, pair_safe), write=False)
-
-    def for_user(self, user_id: str) -> Job[list[Session]]:
-        return Job(_sessions_for_user(user_id), write=False)
-
-    def delete(self, session_id: str) -> Job[bool]:
-        return Job(_delete(session_id), write=True)
-
-    def archive(self, session_id: str) -> Job[bool]:
-        return Job(_set_status(session_id, SessionStatus.ARCHIVED, None), write=True)
-
-    def restore(self, session_id: str) -> Job[bool]:
-        return Job(_set_status(session_id, SessionStatus.ACTIVE, self._now_us()), write=True)
-
-    def archive_inactive(self, days: float) -> Job[int]:
-        return Job(_archive_inactive(to_micros(inactive_since(days, self._clock))), write=True)
-
-    def update(
-        self, session_id: str, change: Callable[[Session], object], retries: int
-    ) -> Job[Session]:
-        # not a write plan: ``change`` is user code and must not run under the write lock
-        return Job(_update(session_id, change, retries, self._clock), write=False)
-
-    def pop_message(self, session_id: str) -> Job[Message | None]:
-        return Job(_pop_message(session_id, self._now_us()), write=True)
-
-    def delete_message(self, session_id: str, seq: int) -> Job[bool]:
-        return Job(_delete_message(session_id, seq, self._now_us()), write=True)
-
-    def update_message(
-        self, session_id: str, seq: int, changes: dict[str, Any]
-    ) -> Job[Message | None]:
-        return Job(_update_message(session_id, seq, changes, self._now_us()), write=True)
-
-    def replace_messages(
-        self, session_id: str, start: int, end: int, messages: list[Message]
-    ) -> Job[list[Message]]:
-        return Job(_replace_messages(session_id, start, end, list(messages), self._now_us()), True)
-
-    def clear_all(self) -> Job[None]:
-        return Job(_clear_all(), write=True)
 
 
 def new_session(
@@ -170,15 +99,18 @@ def inactive_since(days: float, clock: Callable[[], datetime]) -> datetime:
     return clock() - timedelta(days=days)
 
 
-def ensure_format() -> Plan[None]:
-    """Record this store's format version, or refuse a store written by a newer one."""
+def ensure_format() -> Plan[int]:
+    """Mark a new store with this layout version; return the stored version of any store.
+
+    A store written by a newer kvsessions raises ``SchemaVersionError``; an older one is
+    returned as is (managers refuse it until ``kvsessions migrate`` has upgraded it).
+    """
     stored = yield Get(keys.FORMAT_KEY)
     if stored is None:
-        answer = yield Commit(
-            expect={keys.FORMAT_KEY: None}, put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()}
-        )
+        current = str(keys.STORE_FORMAT).encode()
+        answer = yield Commit(expect={keys.FORMAT_KEY: None}, put={keys.FORMAT_KEY: current})
         if answer is None:
-            return
+            return keys.STORE_FORMAT
         stored = answer.current[keys.FORMAT_KEY]
     try:
         version = int(stored)
@@ -187,14 +119,35 @@ def ensure_format() -> Plan[None]:
             f"this store's format marker {stored!r:.40} is not kvsessions'; "
             "point the store at a path or table of its own"
         ) from None
-    if version > FORMAT_VERSION:
+    if version > keys.STORE_FORMAT:
         raise SchemaVersionError(
-            f"this store was written by a newer kvsessions (format {version}; this one reads "
-            f"{FORMAT_VERSION}); upgrade kvsessions to open it"
+            f"this store was written by a newer kvsessions (layout {version}; this one reads "
+            f"{keys.STORE_FORMAT}); upgrade kvsessions to open it"
         )
+    return version
 
 
-def _returning(plan: Plan[Any], value: T) -> Plan[T]:
+def expired(record: HeaderRecord, expiry_us: int | None) -> bool:
+    """Whether a session's TTL ran out: last saved before ``expiry_us`` (now - ttl)."""
+    return expiry_us is not None and record.updated_at < expiry_us
+
+
+def purge(session_id: str, header: bytes, record: HeaderRecord) -> Commit:
+    """The commit that removes a session whole (header, messages, index entries)."""
+    session_keys = keys.SessionKeys(session_id)
+    return Commit(
+        expect={session_keys.header: header},
+        delete=(
+            session_keys.header,
+            session_keys.user(record.user_id, record.created_at),
+            session_keys.activity(record.status, record.updated_at),
+            session_keys.created(record.created_at),
+        ),
+        delete_ranges=(keys.message_range(session_id),),
+    )
+
+
+def returning(plan: Plan[Any], value: T) -> Plan[T]:
     yield from plan
     return value
 
@@ -202,26 +155,41 @@ def _returning(plan: Plan[Any], value: T) -> Plan[T]:
 # -- loading ---------------------------------------------------------------------------
 
 
-def _window(limit: int | None) -> int | None:
+def check_window(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidSessionError(f"a message count must be None or an int >= 0, got {limit!r}")
     return limit
 
 
-def _load(session_id: str, last: int | None = None) -> Plan[Session | None]:
-    """The session; with ``last``, only its newest ``last`` messages are read."""
+def load(
+    session_id: str, last: int | None = None, expiry_us: int | None = None
+) -> Plan[Session | None]:
+    """The session; with ``last``, only its newest ``last`` messages are read.
+
+    A session whose TTL ran out (``expiry_us``) is removed on the spot and not returned.
+    """
     keys.check_id(session_id, "session_id")
     scan = Scan(*keys.message_range(session_id), limit=last, reverse=last is not None)
     header, rows = yield Batch((Get(keys.header_key(session_id)), scan))
     if header is None:
         return None
+    if expiry_us is not None:
+        record = decode_header(header)
+        if expired(record, expiry_us):
+            yield purge(session_id, header, record)  # lazily; a conflict means it lives on
+            return None
     if last is not None:
         rows.reverse()
-    return _build(session_id, header, rows)
+    return build_session(session_id, header, rows)
 
 
-def _messages(
-    session_id: str, limit: int | None, before: int | None, after: int | None, pair_safe: bool
+def messages_window(
+    session_id: str,
+    limit: int | None,
+    before: int | None,
+    after: int | None,
+    pair_safe: bool,
+    expiry_us: int | None = None,
 ) -> Plan[list[Message]]:
     """Messages with ``after < seq < before``, the newest ``limit`` of them, oldest first.
 
@@ -232,7 +200,13 @@ def _messages(
     keys.check_id(session_id, "session_id")
     start = 0 if after is None else after + 1
     begin, stop = keys.message_range(session_id, max(start, 0), before)
-    rows = yield Scan(begin, stop, limit=limit, reverse=limit is not None)
+    scan = Scan(begin, stop, limit=limit, reverse=limit is not None)
+    if expiry_us is None:
+        rows = yield scan
+    else:  # the header tells whether the session is still alive
+        header, rows = yield Batch((Get(keys.header_key(session_id)), scan))
+        if header is None or expired(decode_header(header), expiry_us):
+            return []
     if limit is not None:
         rows.reverse()
     window = [decode_message(value) for _, value in rows]
@@ -245,12 +219,50 @@ def _messages(
     return window
 
 
+def fork(
+    session_id: str,
+    at_seq: int | None,
+    new_id: str | None,
+    now: datetime,
+    expiry_us: int | None,
+) -> Plan[Session]:
+    """Save an independent copy of a session (up to message ``at_seq``, inclusive)."""
+    keys.check_id(session_id, "session_id")
+    stop = None if at_seq is None else _seq(at_seq) + 1
+    if new_id is not None:
+        keys.check_id(new_id, "new_session_id")
+    header, rows = yield Batch(
+        (Get(keys.header_key(session_id)), Scan(*keys.message_range(session_id, 0, stop)))
+    )
+    record = _alive(session_id, header, expiry_us)
+    copy = Session(
+        session_id=new_session_id() if new_id is None else new_id,
+        user_id=record.user_id,
+        metadata=dict(record.metadata),
+        state=dict(record.state),
+        created_at=now,
+        updated_at=now,
+        parent_id=session_id,
+    )
+    for _, value in rows:
+        m = decode_message(value)
+        copy.messages.append(Message(m.role, m.content, m.timestamp, m.extras))
+    yield from save(copy, now, None, expiry_us)
+    return copy
+
+
 def _is_tool_result(message: Message) -> bool:
     return message.role == "tool" or "tool_call_id" in message.extras
 
 
-def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) -> Session:
-    record = decode_header(header)
+def build_session(
+    session_id: str,
+    header: bytes,
+    rows: Iterable[tuple[bytes, bytes]],
+    record: HeaderRecord | None = None,
+) -> Session:
+    """A session from its stored header and message rows (in seq order)."""
+    record = decode_header(header) if record is None else record
     session = Session(
         session_id=session_id,
         user_id=record.user_id,
@@ -260,6 +272,7 @@ def _build(session_id: str, header: bytes, rows: Iterable[tuple[bytes, bytes]]) 
         status=record.status,
         created_at=from_micros(record.created_at),
         updated_at=from_micros(record.updated_at),
+        parent_id=record.parent,
     )
     _mark_synced(session, header, record, keys.SessionKeys(session_id))
     return session
@@ -283,7 +296,7 @@ def _mark_synced(
     session._unloaded = record.count - session._synced  # stored but not loaded (windows)
 
 
-def _sessions_for_user(user_id: str) -> Plan[list[Session]]:
+def sessions_for_user(user_id: str, expiry_us: int | None = None) -> Plan[list[Session]]:
     keys.check_id(user_id, "user_id")
     start, stop = keys.user_range(user_id)
     index = yield Scan(start, stop)
@@ -298,10 +311,11 @@ def _sessions_for_user(user_id: str) -> Plan[list[Session]]:
     sessions = []
     for position, sid in enumerate(sids):
         header, rows = answers[2 * position], answers[2 * position + 1]
-        if header is not None:  # an index entry without a header is stale: skip it
-            session = _build(sid, header, rows)
-            if session.user_id == user_id:
-                sessions.append(session)
+        if header is None:  # an index entry without a header is stale: skip it
+            continue
+        record = decode_header(header)
+        if record.user_id == user_id and not expired(record, expiry_us):
+            sessions.append(build_session(sid, header, rows, record))
     return sessions
 
 
@@ -408,7 +422,10 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[None]:
+def save(
+    session: Session, now: datetime, expect_version: int | None, expiry_us: int | None = None
+) -> Plan[None]:
+    """Commit what ``session`` changed (see the module docstring); raises on refusal."""
     sid = session.session_id
     changes = check_session(session)
     base = session._base
@@ -426,9 +443,11 @@ def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[N
     current_bytes = base.header if base is not None else None
     current: HeaderRecord | None = base.record if base is not None else None
     base_record = current
+    fresh = False  # whether ``current`` was read in this plan (else it is our base)
     if expect_version is not None and (current.version if current else 0) != expect_version:
         current_bytes = yield Get(hkey)  # our copy is not what the caller expects: look
         current = decode_header(current_bytes) if current_bytes is not None else None
+        fresh = True
     if session._save_token is None:
         session._save_token = os.urandom(6).hex()
     token = session._save_token
@@ -442,6 +461,21 @@ def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[N
             session.messages[session._synced :] = missed + [decode_message(v) for _, v in rows]
             _adopt(session, current_bytes, current, session_keys)  # type: ignore[arg-type]
             return
+        if current is not None and expired(current, expiry_us):
+            if not fresh:  # our copy is old: someone may have saved it since
+                current_bytes = yield Get(hkey)
+                current = decode_header(current_bytes) if current_bytes is not None else None
+                fresh = True
+                continue
+            if base is not None:
+                raise SessionNotFoundError(
+                    f"session {sid!r} expired (its ttl ran out) since it was loaded; "
+                    "create it again (create_session) to keep writing"
+                )
+            gone = yield purge(sid, current_bytes, current)  # type: ignore[arg-type]
+            current_bytes = None if gone is None else gone.current[hkey]
+            current = None if current_bytes is None else decode_header(current_bytes)
+            continue
         _check_can_save(session, base, current, changes, expect_version)
         header, record, commit = _commit_for(
             session, session_keys, current, current_bytes, changes, now_us, created_us, token
@@ -452,6 +486,7 @@ def _save(session: Session, now: datetime, expect_version: int | None) -> Plan[N
         assert isinstance(answer, Conflict)
         current_bytes = answer.current[hkey]
         current = decode_header(current_bytes) if current_bytes is not None else None
+        fresh = True
         if current is not None and base is not None and current.next_seq > known_next:
             rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
             missed += (decode_message(value) for _, value in rows)
@@ -492,23 +527,26 @@ def _adopt(
     session._save_token = None
 
 
-def _update(
+def update(
     session_id: str,
     change: Callable[[Session], object],
     retries: int,
     clock: Callable[[], datetime],
+    ttl_us: int | None = None,
 ) -> Plan[Session]:
     """Load, apply ``change``, save with ``expect_version``; on a conflict, start over."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidSessionError(f"retries must be a non-negative int, got {retries!r}")
     attempts_left = retries
     while True:
-        session = yield from _load(session_id)
+        now = clock()
+        expiry_us = None if ttl_us is None else to_micros(now) - ttl_us
+        session = yield from load(session_id, None, expiry_us)
         if session is None:
             raise SessionNotFoundError(f"no session {session_id!r} in this store")
         change(session)
         try:
-            yield from _save(session, clock(), session.version)
+            yield from save(session, clock(), session.version, expiry_us)
             return session
         except ConflictError:
             if attempts_left == 0:
@@ -582,6 +620,7 @@ def _commit_for(
         metadata=metadata,
         state=state,
         recent=[*current.recent[1 - RECENT_TOKENS :], token] if current is not None else [token],
+        parent=current.parent if current is not None else session.parent_id,
     )
     header = encode_header(record)
     put = {
@@ -591,8 +630,11 @@ def _commit_for(
     put[session_keys.header] = header
     delete = []
     if current is None:
+        if record.parent is not None:
+            keys.check_id(record.parent, "parent_id")
         put[session_keys.user(session.user_id, record.created_at)] = b""
         put[session_keys.activity(status, now_us)] = b""
+        put[session_keys.created(record.created_at)] = b""
     elif status is not current.status or keys.activity_bucket(
         current.updated_at
     ) != keys.activity_bucket(now_us):  # (same status, same minute: the index says so)
@@ -614,7 +656,8 @@ def _merged(stored: dict[str, Any], changed: dict[str, Any], removed: list[str])
 # -- delete, archive, clear ------------------------------------------------------------
 
 
-def _delete(session_id: str) -> Plan[bool]:
+def delete(session_id: str, expiry_us: int | None = None) -> Plan[bool]:
+    """Remove a session whole; whether it existed (an expired one did not, for callers)."""
     keys.check_id(session_id, "session_id")
     hkey = keys.header_key(session_id)
     current = yield Get(hkey)
@@ -622,17 +665,9 @@ def _delete(session_id: str) -> Plan[bool]:
         if current is None:
             return False
         record = decode_header(current)
-        answer = yield Commit(
-            expect={hkey: current},
-            delete=(
-                hkey,
-                keys.user_key(record.user_id, record.created_at, session_id),
-                keys.activity_key(record.status, record.updated_at, session_id),
-            ),
-            delete_ranges=(keys.message_range(session_id),),
-        )
+        answer = yield purge(session_id, current, record)
         if answer is None:
-            return True
+            return not expired(record, expiry_us)
         current = answer.current[hkey]
     raise ConflictError(f"session {session_id!r} kept changing while being deleted; retry")
 
@@ -650,6 +685,7 @@ def _edit_messages(
     read: Callable[[HeaderRecord], Get | Scan],
     edit: Callable[[HeaderRecord, Any], EditPlan | None],
     unchanged: Any,
+    expiry_us: int | None,
 ) -> Plan[Any]:
     """Read what an edit needs, decide it, and commit it with the new header atomically.
 
@@ -660,9 +696,7 @@ def _edit_messages(
     hkey = session_keys.header
     for _ in range(MAX_ATTEMPTS):
         current = yield Get(hkey)
-        if current is None:
-            raise SessionNotFoundError(f"no session {session_id!r} in this store")
-        record = decode_header(current)
+        record = _alive(session_id, current, expiry_us)
         if record.status is SessionStatus.ARCHIVED:
             raise SessionArchivedError(
                 f"session {session_id!r} is archived; restore it before editing its messages"
@@ -688,7 +722,15 @@ def _edit_messages(
     raise ConflictError(f"session {session_id!r} kept changing while being edited; retry")
 
 
-def _pop_message(session_id: str, now_us: int) -> Plan[Message | None]:
+def _alive(session_id: str, header: bytes | None, expiry_us: int | None) -> HeaderRecord:
+    """The decoded header of a session that exists and has not expired, else raise."""
+    record = None if header is None else decode_header(header)
+    if record is None or expired(record, expiry_us):
+        raise SessionNotFoundError(f"no session {session_id!r} in this store")
+    return record
+
+
+def pop_message(session_id: str, now_us: int, expiry_us: int | None) -> Plan[Message | None]:
     def edit(record: HeaderRecord, rows: list[tuple[bytes, bytes]]) -> EditPlan | None:
         if not rows:
             return None
@@ -702,21 +744,24 @@ def _pop_message(session_id: str, now_us: int) -> Plan[Message | None]:
             lambda record: Scan(*keys.message_range(session_id), limit=1, reverse=True),
             edit,
             None,
+            expiry_us,
         )
     )
 
 
-def _delete_message(session_id: str, seq: int, now_us: int) -> Plan[bool]:
+def delete_message(session_id: str, seq: int, now_us: int, expiry_us: int | None) -> Plan[bool]:
     key = keys.message_key(session_id, _seq(seq))
 
     def edit(record: HeaderRecord, value: bytes | None) -> EditPlan | None:
         return None if value is None else ({}, [key], -1, True)
 
-    return (yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, False))
+    return (
+        yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, False, expiry_us)
+    )
 
 
-def _update_message(
-    session_id: str, seq: int, changes: dict[str, Any], now_us: int
+def update_message(
+    session_id: str, seq: int, changes: dict[str, Any], now_us: int, expiry_us: int | None
 ) -> Plan[Message | None]:
     key = keys.message_key(session_id, _seq(seq))
     extras = {name: value for name, value in changes.items() if name not in ("role", "content")}
@@ -740,11 +785,18 @@ def _update_message(
         )
         return {key: encode_message(new, seq)}, [], 0, new
 
-    return (yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, None))
+    return (
+        yield from _edit_messages(session_id, now_us, lambda r: Get(key), edit, None, expiry_us)
+    )
 
 
-def _replace_messages(
-    session_id: str, start: int, end: int, messages: list[Message], now_us: int
+def replace_messages(
+    session_id: str,
+    start: int,
+    end: int,
+    messages: list[Message],
+    now_us: int,
+    expiry_us: int | None,
 ) -> Plan[list[Message]]:
     check_replacement(start, end, messages)
     first, stop = keys.message_range(session_id, start, end + 1)
@@ -757,7 +809,8 @@ def _replace_messages(
         put = {keys.message_key(session_id, m.seq): encode_message(m, m.seq) for m in saved}  # type: ignore[arg-type]
         return put, [key for key, _ in rows], len(saved) - len(rows), saved
 
-    return (yield from _edit_messages(session_id, now_us, lambda r: Scan(first, stop), edit, []))
+    read = lambda record: Scan(first, stop)  # noqa: E731
+    return (yield from _edit_messages(session_id, now_us, read, edit, [], expiry_us))
 
 
 def check_replacement(start: int, end: int, messages: list[Message]) -> None:
@@ -781,14 +834,15 @@ def _seq(seq: int) -> int:
     return seq
 
 
-def _set_status(session_id: str, status: SessionStatus, touch_us: int | None) -> Plan[bool]:
+def set_status(
+    session_id: str, status: SessionStatus, touch_us: int | None, expiry_us: int | None
+) -> Plan[bool]:
+    """Archive or restore one session; whether it changed (``touch_us``: new activity)."""
     keys.check_id(session_id, "session_id")
     hkey = keys.header_key(session_id)
     current = yield Get(hkey)
     for _ in range(MAX_ATTEMPTS):
-        if current is None:
-            raise SessionNotFoundError(f"no session {session_id!r} in this store")
-        record = decode_header(current)
+        record = _alive(session_id, current, expiry_us)
         if record.status is status:
             return False
         updated = record.updated_at if touch_us is None else touch_us
@@ -802,41 +856,6 @@ def _set_status(session_id: str, status: SessionStatus, touch_us: int | None) ->
             return True
         current = answer.current[hkey]
     raise ConflictError(f"session {session_id!r} kept changing while being archived; retry")
-
-
-def _archive_inactive(cutoff_us: int) -> Plan[int]:
-    archived = 0
-    start, stop = keys.activity_range(SessionStatus.ACTIVE, cutoff_us)
-    while True:
-        index = yield Scan(start, stop, limit=ARCHIVE_CHUNK)
-        if not index:
-            return archived
-        sids = [keys.parse_index_sid(key, 10) for key, _ in index]
-        headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
-        expect: dict[bytes, bytes | None] = {}
-        put: dict[bytes, bytes] = {}
-        delete: list[bytes] = []
-        for (index_key, _), sid, header in zip(index, sids, headers, strict=True):
-            record = decode_header(header) if header is not None else None
-            if record is None or index_key != keys.activity_key(
-                record.status, record.updated_at, sid
-            ):
-                delete.append(index_key)  # stale entry (session gone or moved): drop it
-                continue
-            if record.updated_at >= cutoff_us:
-                continue  # saved in the cutoff's own minute, after the cutoff: still active
-            hkey = keys.header_key(sid)
-            expect[hkey] = header
-            new = attrs.evolve(record, status=SessionStatus.ARCHIVED, version=record.version + 1)
-            put[hkey] = encode_header(new)
-            put[keys.activity_key(SessionStatus.ARCHIVED, record.updated_at, sid)] = b""
-            delete.append(index_key)
-        answer = yield Commit(expect=expect, put=put, delete=delete)
-        if answer is None:
-            archived += len(expect)
-            start = index[-1][0] + b"\x00"
-        else:  # a store that commits per slot may have applied part of it: count that part
-            archived += sum(answer.current.get(hkey) == put[hkey] for hkey in expect)
 
 
 def check_records(chunk: int = 1000) -> Plan[list[tuple[bytes, str]]]:
@@ -867,19 +886,20 @@ def _check_record(key: bytes, value: bytes) -> Plan[str | None]:
             seq = decode_message(value).seq
             if seq != keys.seq_of_message_key(key):
                 return f"message record says seq {seq}, its key says {keys.seq_of_message_key(key)}"
-        elif kind in (keys.USER_SPACE, b"a"):
-            fixed = 10 if kind == b"a" else key.index(b"\x00") + 9
+        elif kind in (keys.USER_SPACE, b"a", keys.CREATED_SPACE):
+            fixed = {b"a": 10, keys.CREATED_SPACE: 9}.get(kind) or key.index(b"\x00") + 9
             sid = keys.parse_index_sid(key, fixed)
             if (yield Get(keys.header_key(sid))) is None:
                 return f"index entry for session {sid!r}, which has no header"
-        elif key != keys.FORMAT_KEY:
+        elif key not in (keys.FORMAT_KEY, keys.MIGRATE_KEY):
             return "not a kvsessions key"
     except (CorruptRecordError, SchemaVersionError, UnicodeDecodeError, ValueError) as exc:
         return str(exc)
     return None
 
 
-def _clear_all() -> Plan[None]:
+def clear_all() -> Plan[None]:
+    """Delete every session (the store stays marked with this layout version)."""
     yield Commit(
-        delete_ranges=((b"", b"\xff"),), put={keys.FORMAT_KEY: str(FORMAT_VERSION).encode()}
+        delete_ranges=((b"", b"\xff"),), put={keys.FORMAT_KEY: str(keys.STORE_FORMAT).encode()}
     )

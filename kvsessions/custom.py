@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from . import keys
+from . import keys, listing, transfer
+from .codec import to_micros
 from .core import Job, check_replacement, check_session, inactive_since, new_session
 from .errors import (
     SessionArchivedError,
@@ -27,7 +28,7 @@ from .errors import (
     SessionNotFoundError,
     UnsupportedOperationError,
 )
-from .model import Message, Session, SessionStatus
+from .model import Message, Session, SessionPage, SessionStatus
 
 if TYPE_CHECKING:
     from .stores import SessionStore
@@ -147,22 +148,126 @@ class StoreCallOperations:
         yield Call("save", (session,))
         return True
 
-    def archive_inactive(self, days: float) -> Job[int]:
+    def archive_inactive(self, days: float, dry_run: bool = False) -> Job[int]:
         self._require(
             "list_inactive",
             "list_inactive(self, before: datetime) -> list[Session]",
             "archive_inactive",
         )
-        return Job(self._archive_inactive(inactive_since(days, self._clock)), write=True)
+        cutoff = inactive_since(days, self._clock)
+        return Job(self._archive_inactive(cutoff, dry_run), write=True)
 
-    def _archive_inactive(self, cutoff: datetime) -> Any:
+    def _archive_inactive(self, cutoff: datetime, dry_run: bool) -> Any:
         archived = 0
         for session in list((yield Call("list_inactive", (cutoff,))) or ()):
             if session.status == SessionStatus.ACTIVE and session.updated_at < cutoff:
-                session.status = SessionStatus.ARCHIVED
-                yield Call("save", (session,))
+                if not dry_run:
+                    session.status = SessionStatus.ARCHIVED
+                    yield Call("save", (session,))
                 archived += 1
         return archived
+
+    def purge_archived(self, older_than_days: float, dry_run: bool = False) -> Job[int]:
+        self._require(
+            "list_inactive",
+            "list_inactive(self, before: datetime) -> list[Session]",
+            "purge_archived",
+        )
+        cutoff = inactive_since(older_than_days, self._clock)
+        return Job(self._purge_archived(cutoff, dry_run), write=True)
+
+    def _purge_archived(self, cutoff: datetime, dry_run: bool) -> Any:
+        purged = 0
+        for session in list((yield Call("list_inactive", (cutoff,))) or ()):
+            if session.status == SessionStatus.ARCHIVED and session.updated_at < cutoff:
+                if not dry_run:
+                    yield Call("delete", (session.session_id,))
+                purged += 1
+        return purged
+
+    def sweep(self) -> Job[int]:
+        return Job(_nothing(0), write=False)  # a user's store has no store-kept ttl
+
+    def list_sessions(
+        self,
+        user_id: str | None,
+        status: str | None,
+        order: str,
+        limit: int,
+        cursor: str | None,
+    ) -> Job[SessionPage]:
+        statuses = listing.check_listing(user_id, status, order, limit)
+        if user_id is None:
+            self._require("list_all", "list_all(self) -> list[Session]", "list_sessions()")
+        query = repr(("custom", user_id, sorted(statuses), order)).encode("utf-8", "surrogatepass")
+        position = listing.decode_cursor(query, cursor)
+        call = Call("list_all", ()) if user_id is None else Call("list_for_user", (user_id,))
+        return Job(self._list(call, statuses, order, limit, query, position), write=False)
+
+    def _list(
+        self,
+        call: Call,
+        statuses: tuple[SessionStatus, ...],
+        order: str,
+        limit: int,
+        query: bytes,
+        position: bytes | None,
+    ) -> Any:
+        ranked = []
+        for session in list((yield call) or ()):
+            if session.status not in statuses:
+                continue
+            moment = session.updated_at if order == "activity" else session.created_at
+            rank = to_micros(moment).to_bytes(8, "big") + session.session_id.encode()
+            if position is None or rank < position:
+                _loaded(session)
+                ranked.append((rank, session))
+        ranked.sort(key=lambda item: item[0], reverse=True)
+        page = ranked[:limit]
+        more = len(ranked) > limit
+        cursor = listing.encode_cursor(query, page[-1][0]) if more else None
+        return SessionPage([session for _, session in page], cursor)
+
+    def fork(self, session_id: str, at_seq: int | None, new_session_id: str | None) -> Job[Any]:
+        if new_session_id is not None:
+            keys.check_id(new_session_id, "new_session_id")
+        return Job(self._fork(session_id, at_seq, new_session_id), write=True)
+
+    def _fork(self, session_id: str, at_seq: int | None, new_id: str | None) -> Any:
+        source = yield from self._get(session_id)
+        if source is None:
+            raise SessionNotFoundError(f"no session {session_id!r} in this store")
+        copy = new_session(source.user_id, dict(source.metadata), new_id, self._clock())
+        copy.state.update(source.state)
+        copy.parent_id = session_id
+        for m in source.messages:
+            if at_seq is None or (m.seq is not None and m.seq <= at_seq):
+                copy.messages.append(Message(m.role, m.content, m.timestamp, m.extras))
+        return (yield from self._create(copy))
+
+    def export_page(self, user_id: str | None, cursor: str | None) -> Job[Any]:
+        listed = self.list_sessions(user_id, None, "created", transfer.PAGE, cursor)
+        return Job(self._export_page(listed.plan), write=False)
+
+    def _export_page(self, listed: Any) -> Any:
+        page = yield from listed
+        return page.sessions, page.cursor
+
+    def import_sessions(self, sessions: list[Session]) -> Job[Any]:
+        return Job(self._import(sessions), write=True)
+
+    def _import(self, sessions: list[Session]) -> Any:
+        report = transfer.ImportReport()
+        for session in sessions:
+            stored = yield from self._get(session.session_id)
+            if stored is None:
+                yield Call("save", (session,))
+                report += transfer.ImportReport(created=1)
+            elif transfer.session_line(stored) == transfer.session_line(session):
+                report += transfer.ImportReport(unchanged=1)
+            else:
+                report += transfer.ImportReport(conflicts=(session.session_id,))
+        return report
 
     def update(
         self, session_id: str, change: Callable[[Session], object], retries: int
@@ -241,6 +346,11 @@ class StoreCallOperations:
                 f"{operation}() needs {type(self._store).__name__} to define {signature} "
                 "(sync or async); add it, or use a built-in store"
             )
+
+
+def _nothing(value: T) -> Any:
+    return value
+    yield  # a plan that asks for nothing
 
 
 def _loaded(session: Session) -> None:

@@ -6,9 +6,11 @@ never share a key); integers are 8-byte big-endian, so byte order is numeric ord
 
     h <sid>                          session header
     m <sid> <seq>                    one message
+    c <created_us> <sid>             index: all sessions, in creation order
     i <user> <created_us> <sid>      index: a user's sessions, in creation order
     a <status> <bucket_us> <sid>     index: sessions by last activity, per status
-    ! format                         store-wide format version
+    ! format                         store-wide layout version (:data:`STORE_FORMAT`)
+    ! migrate                        a migration's progress (only while one runs)
 
 The activity index records the *minute* of the last save (``updated_us`` rounded down
 to :data:`ACTIVITY_BUCKET_US`), so a conversation's saves within one minute do not
@@ -27,7 +29,10 @@ from .errors import InvalidIdError
 from .model import SessionStatus
 
 __all__ = [
+    "CREATED_SPACE",
     "FORMAT_KEY",
+    "MIGRATE_KEY",
+    "STORE_FORMAT",
     "SessionKeys",
     "MAX_ID_BYTES",
     "ACTIVITY_BUCKET_US",
@@ -35,6 +40,8 @@ __all__ = [
     "activity_key",
     "activity_range",
     "check_id",
+    "created_key",
+    "created_range",
     "family_of",
     "family_range",
     "header_key",
@@ -52,8 +59,12 @@ MAX_ID_BYTES = 200
 # sit at the end of the key order: appends then fill pages in order instead of splitting
 # pages in the middle (LMDB writes ~1.4 pages per append instead of ~4.9).
 USER_SPACE = b"i"
+CREATED_SPACE = b"c"
 ACTIVITY_BUCKET_US = 60_000_000  # the activity index's resolution: one minute
 FORMAT_KEY = b"!format"
+MIGRATE_KEY = b"!migrate"
+#: The key layout's version, stored under FORMAT_KEY.  1: no creation index; 2: adds it.
+STORE_FORMAT = 2
 _U64 = struct.Struct(">Q")
 _STATUS_BYTE = {SessionStatus.ACTIVE: b"A", SessionStatus.ARCHIVED: b"R"}
 
@@ -112,6 +123,14 @@ def user_range(user_id: str) -> tuple[bytes, bytes]:
     return prefix, prefix[:-1] + b"\x01"
 
 
+def created_key(created_us: int, sid: str) -> bytes:
+    return CREATED_SPACE + _U64.pack(created_us) + _part(sid)
+
+
+def created_range() -> tuple[bytes, bytes]:
+    return CREATED_SPACE, bytes([CREATED_SPACE[0] + 1])
+
+
 def activity_bucket(updated_us: int) -> int:
     """The activity index's time for a save at ``updated_us``: its minute."""
     return updated_us - updated_us % ACTIVITY_BUCKET_US
@@ -136,7 +155,8 @@ def activity_range(status: SessionStatus, before_us: int | None = None) -> tuple
 def parse_index_sid(key: bytes, fixed: int) -> str:
     """The session id at the end of an index key whose first ``fixed`` bytes precede it.
 
-    For user keys pass the length of the user prefix + 8; for activity keys, 10.
+    For user keys pass the length of the user prefix + 8; for activity keys, 10; for
+    creation keys, 9.
     """
     return key[fixed:-1].decode("utf-8")
 
@@ -162,20 +182,26 @@ class SessionKeys:
     def user(self, user_id: str, created_us: int) -> bytes:
         return USER_SPACE + _part(user_id) + _U64.pack(created_us) + self._tail
 
+    def created(self, created_us: int) -> bytes:
+        return CREATED_SPACE + _U64.pack(created_us) + self._tail
+
 
 # -- families: the ordered groups of keys the core scans (used by remote backends) -------
 
-_FAMILY_SPACES = b"m" + USER_SPACE + b"a"
+_FAMILY_SPACES = b"m" + USER_SPACE + b"a" + CREATED_SPACE
 
 
 def family_of(key: bytes) -> tuple[bytes, bytes] | None:
     """Split a key of a scanned family into ``(family prefix, rest)``, else ``None``.
 
-    Families: one session's messages (``m <sid>``), one user's index (``i <user>``) and
-    the activity index of one status (``a <status>``).  Keys of one family sort by ``rest``.
+    Families: one session's messages (``m <sid>``), one user's index (``i <user>``), the
+    activity index of one status (``a <status>``) and the creation index (``c``).  Keys of
+    one family sort by ``rest``.
     """
     if not key or key[0] not in _FAMILY_SPACES:
         return None
+    if key[0] == CREATED_SPACE[0]:
+        return key[:1], key[1:]
     if key[0] == 0x61:  # "a": the status byte ends the family prefix
         return (key[:2], key[2:]) if len(key) >= 2 else None
     end = key.find(b"\x00", 1)

@@ -17,7 +17,7 @@ import attrs
 from .errors import InvalidSessionError
 from .values import check_json_value
 
-__all__ = ["Message", "Session", "SessionStatus", "new_session_id", "utcnow"]
+__all__ = ["Message", "Session", "SessionPage", "SessionStatus", "new_session_id", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -98,6 +98,8 @@ class Session:
     status: SessionStatus = SessionStatus.ACTIVE
     created_at: datetime = attrs.field(factory=utcnow)
     updated_at: datetime = attrs.field(factory=utcnow)
+    #: The session this one was forked from (``manager.fork``), else ``None``.
+    parent_id: str | None = None
     _base: SyncBase | None = attrs.field(default=None, init=False, repr=False, eq=False)
     # messages[:_synced] are stored; the rest are pending (added since the last sync).
     _synced: int = attrs.field(default=0, init=False, repr=False, eq=False)
@@ -152,3 +154,22 @@ class Session:
     def is_saved(self) -> bool:
         """True once the session has been loaded from or saved to a store."""
         return self._base is not None
+
+
+@attrs.frozen(slots=True)
+class SessionPage:
+    """One page of ``list_sessions``: sessions without their messages, and a cursor.
+
+    Pass ``cursor`` back to ``list_sessions`` for the next page; it is ``None`` once the
+    listing is exhausted.  The sessions' ``message_count`` is the true total and they
+    can be saved (new messages are appended after the stored ones).
+    """
+
+    sessions: list[Session]
+    cursor: str | None
+
+    def __iter__(self) -> Any:
+        return iter(self.sessions)
+
+    def __len__(self) -> int:
+        return len(self.sessions)

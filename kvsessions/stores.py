@@ -16,9 +16,12 @@ from .backends.lmdb import DEFAULT_MAP_SIZE, LMDBBackend
 from .backends.memory import MemoryBackend
 from .backends.redis import DEFAULT_SHARDS, RedisBackend
 from .backends.sqlite import SQLiteBackend
-from .core import KVOperations, ensure_format
+from .core import ensure_format
 from .custom import CallBackend, StoreCallOperations
+from .errors import SchemaVersionError, StoreConfigError
+from .keys import STORE_FORMAT
 from .model import Session, utcnow
+from .operations import KVOperations
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,17 +83,25 @@ class KVSessionStore(SessionStore):
     ``SessionManager`` or ``AsyncSessionManager`` for the full API.
     """
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: LocalBackend, ttl: float | None = None) -> None:
         self._kv = backend
-        self._ops = KVOperations(utcnow)
-        backend.run(ensure_format(), write=True)
+        self._ttl_us = _ttl_micros(ttl)
+        self._ops = KVOperations(utcnow, self._ttl_us)
+        #: the stored key-layout version (older than STORE_FORMAT: needs ``migrate``)
+        self.layout: int = backend.run(ensure_format(), write=True)
 
     @property
     def _backend(self) -> LocalBackend:
         return self._kv
 
     def _operations(self, clock: Callable[[], datetime]) -> KVOperations:
-        return KVOperations(clock)
+        if self.layout < STORE_FORMAT:
+            raise SchemaVersionError(
+                f"{self!r} has key layout {self.layout}, older than the {STORE_FORMAT} this "
+                "kvsessions uses; upgrade it in place with `kvsessions migrate <store url>` "
+                "(or kvsessions.migrate(store)), then open it again"
+            )
+        return KVOperations(clock, self._ttl_us)
 
     def _run(self, job: Any) -> Any:
         return self._kv.run(job.plan, write=job.write)
@@ -124,18 +135,31 @@ class KVSessionStore(SessionStore):
         )
 
 
-class MemorySessionStore(KVSessionStore):
-    """Sessions in this process's memory: for tests and demos; nothing is persisted."""
+def _ttl_micros(ttl: float | None) -> int | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        raise StoreConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+    return max(1, round(ttl * 1_000_000))
 
-    def __init__(self) -> None:
-        super().__init__(MemoryBackend())
+
+class MemorySessionStore(KVSessionStore):
+    """Sessions in this process's memory: for tests and demos; nothing is persisted.
+
+    ``ttl`` (seconds, on every local store): a session not saved for that long is gone
+    for every read at once; ``manager.sweep()`` (or reading it) removes its records.
+    """
+
+    def __init__(self, *, ttl: float | None = None) -> None:
+        super().__init__(MemoryBackend(), ttl)
 
 
 class LMDBSessionStore(KVSessionStore):
     """Sessions in an LMDB environment (a directory): the embedded default.
 
     ``durability="full"`` fsyncs every commit (survives power loss); ``"fast"`` does not
-    (survives a process crash).  ``map_size`` is the most the file may grow to.
+    (survives a process crash).  ``map_size`` is the most the file may grow to.  ``ttl``:
+    seconds after its last save at which a session expires (see ``MemorySessionStore``).
     """
 
     def __init__(
@@ -144,8 +168,9 @@ class LMDBSessionStore(KVSessionStore):
         *,
         durability: str = "full",
         map_size: int = DEFAULT_MAP_SIZE,
+        ttl: float | None = None,
     ) -> None:
-        super().__init__(LMDBBackend(path, durability=durability, map_size=map_size))
+        super().__init__(LMDBBackend(path, durability=durability, map_size=map_size), ttl)
 
     @property
     def path(self) -> str:
@@ -157,7 +182,7 @@ class SQLiteSessionStore(KVSessionStore):
 
     ``durability="full"`` is ``synchronous=FULL`` (survives power loss); ``"fast"`` is
     ``NORMAL`` (survives a process crash).  Several stores may share a file with different
-    ``table_name``\\ s.
+    ``table_name``\\ s.  ``ttl``: as for ``MemorySessionStore``.
     """
 
     def __init__(
@@ -167,9 +192,11 @@ class SQLiteSessionStore(KVSessionStore):
         *,
         durability: str = "full",
         timeout: float = 30.0,
+        ttl: float | None = None,
     ) -> None:
         super().__init__(
-            SQLiteBackend(path, table_name=table_name, durability=durability, timeout=timeout)
+            SQLiteBackend(path, table_name=table_name, durability=durability, timeout=timeout),
+            ttl,
         )
 
     @property

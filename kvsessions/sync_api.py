@@ -7,15 +7,18 @@ own store); this module only runs it, and :mod:`kvsessions.async_api` is its twi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+from . import transfer
 from .core import Job
 from .errors import StoreClosedError
-from .model import Message, Session, utcnow
+from .model import Message, Session, SessionPage, utcnow
 from .stores import LMDBSessionStore, SessionStore
+from .transfer import ImportReport
 
 __all__ = ["SessionManager"]
 
@@ -42,6 +45,20 @@ class SessionManager:
             job.plan.close()
             raise StoreClosedError("this SessionManager was closed; create a new one")
         return self._backend.run(job.plan, write=job.write)  # type: ignore[no-any-return]
+
+    def _steps(self, steps: transfer.Steps) -> Any:
+        """Drive a multi-step operation: run each job it yields and send back the result."""
+        send: Any = steps.send
+        value: Any = None
+        while True:
+            try:
+                job = send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, send = self._run(job), steps.send
+            except BaseException as exc:  # let the steps clean up (close files), then raise
+                value, send = exc, steps.throw
 
     def create_session(
         self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
@@ -98,9 +115,67 @@ class SessionManager:
         """Make an archived session active again; False if it already was active."""
         return self._run(self._ops.restore(session_id))
 
-    def archive_inactive(self, days: float = 30) -> int:
-        """Archive every active session not saved for ``days``; return how many."""
-        return self._run(self._ops.archive_inactive(days))
+    def archive_inactive(self, days: float = 30, *, dry_run: bool = False) -> int:
+        """Archive every active session not saved for ``days``; return how many.
+
+        ``dry_run=True`` only counts them.  Reads the activity index, not every session.
+        """
+        return self._run(self._ops.archive_inactive(days, dry_run))
+
+    def purge_archived(self, older_than_days: float, *, dry_run: bool = False) -> int:
+        """Delete for good archived sessions last active over ``older_than_days`` ago."""
+        return self._run(self._ops.purge_archived(older_than_days, dry_run))
+
+    def sweep(self) -> int:
+        """Remove expired sessions (store ``ttl``) with their index entries; how many.
+
+        Expired sessions are invisible at once; this reclaims their space (reading one
+        also removes it).  Redis expires keys itself: there it returns 0.
+        """
+        return self._run(self._ops.sweep())
+
+    def list_sessions(
+        self,
+        user_id: str | None = None,
+        *,
+        status: str | None = "active",
+        order: str = "activity",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of sessions, newest first, without their messages.
+
+        ``status``: ``"active"``, ``"archived"`` or ``None`` (both); ``order``:
+        ``"activity"`` (last saved, to the minute) or ``"created"``.  Pass the page's
+        ``cursor`` back for the next page (``None``: no more).  Served from the indexes:
+        a page costs the same among ten or a million sessions.
+        """
+        return self._run(self._ops.list_sessions(user_id, status, order, limit, cursor))
+
+    def fork(
+        self, session_id: str, *, at_seq: int | None = None, new_session_id: str | None = None
+    ) -> Session:
+        """Save an independent copy of a session, optionally only up to message ``at_seq``.
+
+        The copy (same user, metadata and state; messages renumbered from 0) records
+        ``parent_id``; later changes to either do not reach the other.
+        """
+        return self._run(self._ops.fork(session_id, at_seq, new_session_id))
+
+    def export(self, target: str | os.PathLike[str] | IO[Any], user_id: str | None = None) -> int:
+        """Write every session (or one user's) as JSON Lines to a path or file; how many.
+
+        The format is documented in :mod:`kvsessions.transfer`.
+        """
+        return self._steps(transfer.export_steps(self._ops, target, user_id))
+
+    def import_(self, source: str | os.PathLike[str] | IO[Any]) -> ImportReport:
+        """Read sessions exported by :meth:`export` and create them exactly.
+
+        Idempotent: sessions already here and identical count as ``unchanged``; ones that
+        differ are left alone and reported in ``conflicts``.
+        """
+        return self._steps(transfer.import_steps(self._ops, source))
 
     def update(
         self, session_id: str, change: Callable[[Session], object], *, retries: int = 10

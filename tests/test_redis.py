@@ -148,7 +148,7 @@ def test_a_sessions_keys_share_one_slot(redis_cluster: RedisCluster) -> None:
                     mine.append(key)
                     nodes_used.add(node.port)
         kinds = {key[key.index(b"}") + 1 : key.index(b"}") + 2] for key in mine}
-        assert kinds == {b"h", b"m", keys.USER_SPACE, b"a"}, mine
+        assert kinds == {b"h", b"m", keys.USER_SPACE, b"a", keys.CREATED_SPACE}, mine
         slots = {probe.execute_command("CLUSTER", "KEYSLOT", key) for key in mine}
         assert len(slots) == 1, (sid, mine, slots)
     assert len(nodes_used) > 1  # sessions do spread over the masters

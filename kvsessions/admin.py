@@ -1,0 +1,57 @@
+"""Store-level tools (blocking): upgrading a store's layout and copying between stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import UnsupportedOperationError
+from .lifecycle import MigrationReport
+from .lifecycle import migrate as _migrate_plan
+from .stores import KVSessionStore, SessionStore
+from .sync_api import SessionManager
+from .transfer import ImportReport
+
+__all__ = ["MigrationReport", "copy_store", "migrate"]
+
+
+def migrate(store: SessionStore, *, dry_run: bool = False) -> MigrationReport:
+    """Upgrade a built-in store's key layout in place (resumable; see ``lifecycle.migrate``).
+
+    ``dry_run=True`` reports what would be done and writes nothing.  Afterwards the
+    store object can be used by managers.
+    """
+    if not isinstance(store, KVSessionStore):
+        raise UnsupportedOperationError(
+            f"migrate() upgrades the built-in stores; {type(store).__name__} keeps its own format"
+        )
+    report: MigrationReport = store._backend.run(_migrate_plan(dry_run), write=not dry_run)
+    if not dry_run:
+        store.layout = report.to_version
+    return report
+
+
+def copy_store(
+    source: SessionStore,
+    target: SessionStore,
+    *,
+    user_id: str | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> ImportReport:
+    """Copy every session (or one user's) from ``source`` into ``target``, exactly.
+
+    Sessions keep their ids, seqs, times and status, so any two stores can trade places
+    (e.g. LMDB to Redis).  Idempotent like ``import_``: sessions already in ``target``
+    are compared, not overwritten.  ``progress(n)`` is called after each page with the
+    number of sessions copied in it.  Neither store is closed.
+    """
+    reading, writing = SessionManager(source), SessionManager(target)
+    report = ImportReport()
+    cursor = None
+    while True:
+        sessions, cursor = reading._run(reading._ops.export_page(user_id, cursor))
+        if sessions:
+            report += writing._run(writing._ops.import_sessions(sessions))
+            if progress is not None:
+                progress(len(sessions))
+        if cursor is None:
+            return report

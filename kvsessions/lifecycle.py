@@ -1,0 +1,163 @@
+"""Plans that walk the activity index: archiving, purging, TTL sweeps and layout migration.
+
+Each reads the index of one status up to a cutoff in chunks, checks every entry against
+its session's header (the header has the exact time; the index only the minute), and
+changes the chosen sessions one chunk per commit.  None of them scans all sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from . import keys
+from .backends.base import Batch, Commit, Get, Plan, Scan
+from .codec import HeaderRecord, decode_header, encode_header
+from .core import expired, purge
+from .errors import SchemaVersionError
+from .model import SessionStatus
+
+__all__ = ["MigrationReport", "archive_inactive", "migrate", "purge_before", "sweep"]
+
+CHUNK = 512  # sessions changed per commit
+
+#: What to do with a chosen session: a commit's parts ``(expect, put, delete, ranges)``.
+Change = Callable[[str, bytes, HeaderRecord], Commit]
+
+
+def archive_inactive(cutoff_us: int, dry_run: bool = False) -> Plan[int]:
+    """Archive active sessions last saved before ``cutoff_us``; how many (or would be)."""
+
+    def archive(sid: str, header: bytes, record: HeaderRecord) -> Commit:
+        new = attrs.evolve(record, status=SessionStatus.ARCHIVED, version=record.version + 1)
+        return Commit(
+            expect={keys.header_key(sid): header},
+            put={
+                keys.header_key(sid): encode_header(new),
+                keys.activity_key(SessionStatus.ARCHIVED, record.updated_at, sid): b"",
+            },
+            delete=(keys.activity_key(record.status, record.updated_at, sid),),
+        )
+
+    return (yield from _walk(SessionStatus.ACTIVE, cutoff_us, archive, dry_run))
+
+
+def purge_before(status: SessionStatus, cutoff_us: int, dry_run: bool = False) -> Plan[int]:
+    """Delete for good the ``status`` sessions last saved before ``cutoff_us``."""
+    return (yield from _walk(status, cutoff_us, purge, dry_run))
+
+
+def sweep(expiry_us: int | None) -> Plan[int]:
+    """Remove every session whose TTL ran out (saved before ``expiry_us``); how many."""
+    if expiry_us is None:
+        return 0
+    removed = 0
+    for status in SessionStatus:
+        removed += yield from _walk(status, expiry_us, purge, False)
+    return removed
+
+
+def _walk(status: SessionStatus, cutoff_us: int, change: Change, dry_run: bool) -> Plan[int]:
+    done = 0
+    start, stop = keys.activity_range(status, cutoff_us)
+    while True:
+        chunk_start = start
+        index = yield Scan(start, stop, limit=CHUNK)
+        if not index:
+            return done
+        sids = [keys.parse_index_sid(key, 10) for key, _ in index]
+        headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
+        merged = Commit({}, {}, [], [])
+        chosen: list[bytes] = []
+        for (index_key, _), sid, header in zip(index, sids, headers, strict=True):
+            record = decode_header(header) if header is not None else None
+            if record is None or index_key != keys.activity_key(
+                record.status, record.updated_at, sid
+            ):
+                merged.delete.append(index_key)  # type: ignore[attr-defined]  # stale entry (session gone or moved)
+                continue
+            if not expired(record, cutoff_us):
+                continue  # saved in the cutoff's own minute, after the cutoff
+            chosen.append(keys.header_key(sid))
+            if not dry_run:
+                _merge(merged, change(sid, header, record))  # type: ignore[arg-type]
+        start = index[-1][0] + b"\x00"
+        if dry_run:
+            done += len(chosen)
+            continue
+        answer = yield merged
+        if answer is None:
+            done += len(chosen)
+        else:  # changed meanwhile (or a store committing per slot applied part): recount
+            after = yield Batch(tuple(Get(hkey) for hkey in chosen))
+            done += sum(now != merged.expect[hkey] for hkey, now in zip(chosen, after, strict=True))
+            start = chunk_start  # and read this chunk again
+
+
+def _merge(into: Commit, commit: Commit) -> None:
+    into.expect.update(commit.expect)  # type: ignore[attr-defined]
+    into.put.update(commit.put)  # type: ignore[attr-defined]
+    into.delete.extend(commit.delete)  # type: ignore[attr-defined]
+    into.delete_ranges.extend(commit.delete_ranges)  # type: ignore[attr-defined]
+
+
+# -- layout migration --------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class MigrationReport:
+    """What ``migrate`` found and did."""
+
+    from_version: int
+    to_version: int
+    sessions: int  # sessions indexed (or that would be, in a dry run)
+    dry_run: bool
+
+
+def migrate(dry_run: bool = False, chunk: int = CHUNK) -> Plan[MigrationReport]:
+    """Upgrade a store's key layout in place to :data:`keys.STORE_FORMAT`.
+
+    Layout 1 -> 2 adds the creation index (``c``), built from the activity index, which
+    names every session exactly once.  Progress is committed with each chunk (under
+    ``!migrate``), so an interrupted migration resumes where it stopped; the layout
+    version is raised only at the end.  Stop writers running an older kvsessions first.
+    """
+    stored = yield Get(keys.FORMAT_KEY)
+    version = keys.STORE_FORMAT if stored is None else int(stored)
+    if version > keys.STORE_FORMAT:
+        raise SchemaVersionError(
+            f"this store has layout {version}, newer than the {keys.STORE_FORMAT} this "
+            "kvsessions knows; upgrade kvsessions instead"
+        )
+    if version == keys.STORE_FORMAT:
+        return MigrationReport(version, version, 0, dry_run)
+    indexed = 0
+    resume = yield Get(keys.MIGRATE_KEY)
+    for status in SessionStatus:
+        start, stop = keys.activity_range(status)
+        if resume is not None:
+            if resume >= stop:
+                continue
+            start = max(start, resume)
+        while True:
+            index = yield Scan(start, stop, limit=chunk)
+            if not index:
+                break
+            sids = [keys.parse_index_sid(key, 10) for key, _ in index]
+            headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
+            put = {
+                keys.created_key(decode_header(header).created_at, sid): b""
+                for sid, header in zip(sids, headers, strict=True)
+                if header is not None
+            }
+            indexed += len(put)
+            start = index[-1][0] + b"\x00"
+            if not dry_run:
+                put[keys.MIGRATE_KEY] = start
+                yield Commit(put=put)
+    if not dry_run:
+        yield Commit(
+            put={keys.FORMAT_KEY: str(keys.STORE_FORMAT).encode()}, delete=[keys.MIGRATE_KEY]
+        )
+    return MigrationReport(version, keys.STORE_FORMAT, indexed, dry_run)

@@ -1,0 +1,299 @@
+"""Export and import: sessions as JSON Lines, and the plans that read and write them.
+
+The format (``kvsessions.session/1``), one session per line, UTF-8::
+
+    {"format": "kvsessions.session/1", "session_id": "...", "user_id": "...",
+     "status": "active" | "archived", "created_at": "2026-11-25T14:15:10.123456+00:00",
+     "updated_at": "...", "parent_id": null | "...", "metadata": {...}, "state": {...},
+     "messages": [{"seq": 0, "role": "user", "content": ..., "timestamp": "...",
+                   "extras": {...}}, ...]}
+
+Timestamps are ISO 8601 with microseconds and an offset; every other value is the JSON
+the session holds.  Importing a line creates the session exactly (ids, seqs, times,
+status); a session that already exists is left alone and counted ``unchanged`` if it is
+identical, else reported as a conflict.  Importing the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Generator, Iterator
+from datetime import datetime
+from typing import IO, Any
+
+import attrs
+import orjson
+
+from . import keys
+from .backends.base import Batch, Commit, Get, Plan, Scan
+from .codec import HeaderRecord, encode_header, encode_message, to_micros
+from .core import Job, build_session
+from .errors import InvalidSessionError
+from .listing import list_sessions
+from .model import Message, Session, SessionStatus
+from .values import check_json_value
+
+__all__ = ["FORMAT", "ImportReport", "export_steps", "import_steps", "session_line"]
+
+FORMAT = "kvsessions.session/1"
+PAGE = 100  # sessions per export page / per import commit
+_FIELDS = {
+    "format", "session_id", "user_id", "status", "created_at", "updated_at", "parent_id",
+    "metadata", "state", "messages",
+}  # fmt: skip
+_MESSAGE_FIELDS = {"seq", "role", "content", "timestamp", "extras"}
+
+#: A multi-step operation: yields jobs for the manager to run, gets their results back.
+Steps = Generator[Job[Any], Any, Any]
+
+
+@attrs.frozen(slots=True)
+class ImportReport:
+    """What an import (or ``copy_store``) did: sessions created, already there, clashing."""
+
+    created: int = 0
+    unchanged: int = 0
+    conflicts: tuple[str, ...] = ()  # ids that exist with different content: left alone
+
+    def __add__(self, other: ImportReport) -> ImportReport:
+        return ImportReport(
+            self.created + other.created,
+            self.unchanged + other.unchanged,
+            self.conflicts + other.conflicts,
+        )
+
+
+def session_line(session: Session) -> bytes:
+    """A fully loaded session as one export line (with the trailing newline)."""
+    return (
+        orjson.dumps(
+            {
+                "format": FORMAT,
+                "session_id": session.session_id,
+                "user_id": session.user_id,
+                "status": str(session.status),
+                "created_at": session.created_at.isoformat(),
+                "updated_at": session.updated_at.isoformat(),
+                "parent_id": session.parent_id,
+                "metadata": session.metadata,
+                "state": session.state,
+                "messages": [
+                    {
+                        "seq": m.seq,
+                        "role": m.role,
+                        "content": m.content,
+                        "timestamp": m.timestamp.isoformat(),
+                        "extras": m.extras,
+                    }
+                    for m in session.messages
+                ],
+            }
+        )
+        + b"\n"
+    )
+
+
+def parse_line(line: bytes | str, where: str) -> Session:
+    """One export line back to an unsaved :class:`Session` (messages keep their seqs)."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSessionError(f"{where}: not JSON ({exc})") from None
+    if type(data) is not dict or data.keys() != _FIELDS:
+        raise InvalidSessionError(
+            f"{where}: an export line is an object with keys {sorted(_FIELDS)}"
+        )
+    if data["format"] != FORMAT:
+        raise InvalidSessionError(
+            f"{where}: format {data['format']!r} is not {FORMAT!r}; export it again with "
+            "this kvsessions, or upgrade kvsessions to read it"
+        )
+    try:
+        keys.check_id(data["session_id"], "session_id")
+        keys.check_id(data["user_id"], "user_id")
+        if data["parent_id"] is not None:
+            keys.check_id(data["parent_id"], "parent_id")
+        check_json_value(data["metadata"], "metadata")
+        check_json_value(data["state"], "state")
+        if type(data["metadata"]) is not dict or type(data["state"]) is not dict:
+            raise InvalidSessionError("metadata and state must be objects")
+        messages = [_parse_message(m) for m in _as_list(data["messages"])]
+        seqs = [m.seq for m in messages]
+        if seqs != sorted(set(seqs)):  # type: ignore[type-var]
+            raise InvalidSessionError("message seqs must be unique and ascending")
+        return Session(
+            session_id=data["session_id"],
+            user_id=data["user_id"],
+            metadata=data["metadata"],
+            messages=messages,
+            state=data["state"],
+            status=SessionStatus(data["status"]),
+            created_at=_time(data["created_at"]),
+            updated_at=_time(data["updated_at"]),
+            parent_id=data["parent_id"],
+        )
+    except (InvalidSessionError, ValueError, TypeError) as exc:
+        raise InvalidSessionError(f"{where}: {exc}") from None
+
+
+def _parse_message(data: Any) -> Message:
+    if type(data) is not dict or data.keys() != _MESSAGE_FIELDS:
+        raise InvalidSessionError(f"a message is an object with keys {sorted(_MESSAGE_FIELDS)}")
+    seq, role = data["seq"], data["role"]
+    if type(seq) is not int or seq < 0 or type(role) is not str or not role:
+        raise InvalidSessionError("a message needs an int seq >= 0 and a non-empty str role")
+    check_json_value(data["content"], "message content")
+    if type(data["extras"]) is not dict:
+        raise InvalidSessionError("message extras must be an object")
+    check_json_value(data["extras"], "message extras")
+    return Message(role, data["content"], _time(data["timestamp"]), data["extras"], seq)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if type(value) is not list:
+        raise InvalidSessionError("messages must be a list")
+    return value
+
+
+def _time(value: Any) -> datetime:
+    if type(value) is not str:
+        raise InvalidSessionError(f"timestamps are ISO 8601 strings, got {value!r:.40}")
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise InvalidSessionError(f"timestamp {value!r} has no UTC offset")
+    return moment
+
+
+# -- plans over the key-value stores -----------------------------------------------------
+
+
+def export_page(
+    user_id: str | None, cursor: str | None, expiry_us: int | None
+) -> Plan[tuple[list[Session], str | None]]:
+    """One page of whole sessions to export, each read in one snapshot, and a cursor."""
+    page = yield from list_sessions(user_id, None, "created", PAGE, cursor, expiry_us)
+    reads: list[Get | Scan] = []
+    for session in page.sessions:
+        sid = session.session_id
+        reads += (Get(keys.header_key(sid)), Scan(*keys.message_range(sid)))
+    answers = yield Batch(tuple(reads))
+    sessions = []
+    for position, session in enumerate(page.sessions):
+        header, rows = answers[2 * position], answers[2 * position + 1]
+        if header is not None:  # (deleted since the page was listed)
+            sessions.append(build_session(session.session_id, header, rows))
+    return sessions, page.cursor
+
+
+def import_sessions(sessions: list[Session]) -> Plan[ImportReport]:
+    """Create each session exactly as given, unless its id exists (then compare)."""
+    headers = yield Batch(tuple(Get(keys.header_key(s.session_id)) for s in sessions))
+    report = ImportReport()
+    expect: dict[bytes, bytes | None] = {}
+    put: dict[bytes, bytes] = {}
+    existing = []
+    for session, header in zip(sessions, headers, strict=True):
+        if header is not None:
+            existing.append(session)
+            continue
+        session_keys = keys.SessionKeys(session.session_id)
+        expect[session_keys.header] = None
+        put.update(_records(session, session_keys))
+    if expect:
+        answer = yield Commit(expect, put)
+        if answer is None:
+            report += ImportReport(created=len(expect))
+        else:  # someone created some of them meanwhile: sort it out one by one
+            for session in sessions:
+                if keys.header_key(session.session_id) in expect:
+                    report += yield from import_sessions([session])
+    for session in existing:
+        report += yield from _compare(session)
+    return report
+
+
+def _records(session: Session, session_keys: keys.SessionKeys) -> dict[bytes, bytes]:
+    created_us, updated_us = to_micros(session.created_at), to_micros(session.updated_at)
+    status = SessionStatus(session.status)
+    last = session.messages[-1].seq if session.messages else -1
+    record = HeaderRecord(
+        user_id=session.user_id,
+        created_at=created_us,
+        updated_at=updated_us,
+        status=status,
+        version=1,
+        next_seq=last + 1,  # type: ignore[operator]
+        count=len(session.messages),
+        metadata=session.metadata,
+        state=session.state,
+        recent=[],
+        parent=session.parent_id,
+    )
+    put = {session_keys.message(m.seq): encode_message(m, m.seq) for m in session.messages}  # type: ignore[arg-type]
+    put[session_keys.header] = encode_header(record)
+    put[session_keys.user(session.user_id, created_us)] = b""
+    put[session_keys.activity(status, updated_us)] = b""
+    put[session_keys.created(created_us)] = b""
+    return put
+
+
+def _compare(session: Session) -> Plan[ImportReport]:
+    sid = session.session_id
+    header, rows = yield Batch((Get(keys.header_key(sid)), Scan(*keys.message_range(sid))))
+    if header is None:  # deleted meanwhile: import it after all
+        return (yield from import_sessions([session]))
+    stored = build_session(sid, header, rows)
+    if session_line(stored) == session_line(session):
+        return ImportReport(unchanged=1)
+    return ImportReport(conflicts=(sid,))
+
+
+# -- multi-step operations, driven by the managers ----------------------------------------
+
+
+@contextlib.contextmanager
+def _opened(target: str | os.PathLike[str] | IO[Any], mode: str) -> Iterator[IO[Any]]:
+    if isinstance(target, str | os.PathLike):
+        with open(target, mode + "b") as file:
+            yield file
+    else:
+        yield target
+
+
+def _write(file: IO[Any], lines: list[bytes]) -> None:
+    data = b"".join(lines)
+    if isinstance(file, io.TextIOBase):
+        file.write(data.decode("utf-8"))
+    else:
+        file.write(data)
+
+
+def export_steps(ops: Any, target: Any, user_id: str | None) -> Steps:
+    """Write every session (or a user's) to ``target``; return how many."""
+    written = 0
+    cursor = None
+    with _opened(target, "w") as file:
+        while True:
+            sessions, cursor = yield ops.export_page(user_id, cursor)
+            _write(file, [session_line(session) for session in sessions])
+            written += len(sessions)
+            if cursor is None:
+                return written
+
+
+def import_steps(ops: Any, source: Any) -> Steps:
+    """Read export lines from ``source`` and import them, a page per commit."""
+    report = ImportReport()
+    batch: list[Session] = []
+    with _opened(source, "r") as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                batch.append(parse_line(line, f"line {number}"))
+            if len(batch) == PAGE:
+                report += yield ops.import_sessions(batch)
+                batch = []
+    if batch:
+        report += yield ops.import_sessions(batch)
+    return report
