@@ -240,9 +240,10 @@ class StoreCallOperations:
         copy = new_session(source.user_id, dict(source.metadata), new_id, self._clock())
         copy.state.update(source.state)
         copy.parent_id = session_id
-        for m in source.messages:
-            if at_seq is None or (m.seq is not None and m.seq <= at_seq):
-                copy.messages.append(Message(m.role, m.content, m.timestamp, m.extras))
+        kept = [m for m in source.messages if at_seq is None or (m.seq or 0) <= at_seq]
+        copy.messages.extend(
+            Message(m.role, m.content, m.timestamp, m.extras, seq) for seq, m in enumerate(kept)
+        )
         return (yield from self._create(copy))
 
     def export_page(self, user_id: str | None, cursor: str | None) -> Job[Any]:

@@ -19,6 +19,10 @@ class TestMemory(StoreConformance):
         store = MemorySessionStore()
         return lambda: store
 
+    @pytest.fixture
+    def open_ttl_store(self) -> Callable[[float], SessionStore]:
+        return lambda ttl: MemorySessionStore(ttl=ttl)
+
 
 class TestLMDB(StoreConformance):
     @pytest.fixture(params=["full", "fast"])
@@ -26,6 +30,10 @@ class TestLMDB(StoreConformance):
         self, tmp_path: Path, request: pytest.FixtureRequest
     ) -> Callable[[], SessionStore]:
         return lambda: LMDBSessionStore(tmp_path / "s.lmdb", durability=request.param)
+
+    @pytest.fixture
+    def open_ttl_store(self, tmp_path: Path) -> Callable[[float], SessionStore]:
+        return lambda ttl: LMDBSessionStore(tmp_path / "ttl.lmdb", ttl=ttl)
 
 
 class TestSQLite(StoreConformance):
@@ -36,6 +44,10 @@ class TestSQLite(StoreConformance):
         return lambda: SQLiteSessionStore(
             path=tmp_path / "s.db", table_name="chat", durability=request.param
         )
+
+    @pytest.fixture
+    def open_ttl_store(self, tmp_path: Path) -> Callable[[float], SessionStore]:
+        return lambda ttl: SQLiteSessionStore(tmp_path / "ttl.db", ttl=ttl)
 
 
 class TestCustomStore(StoreConformance):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
+import json
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -741,3 +743,301 @@ class StoreConformance:
             manager.get_session(session.session_id)
         with pytest.raises(StoreClosedError):
             manager.save(session)
+
+    # -- listings, lifecycle, fork, export/import ------------------------------------------
+
+    def _spread(self, manager: Manager, clock: ManualClock, users: list[str]) -> list[str]:
+        """One session per entry of ``users``, each saved a minute after the previous one."""
+        sids = []
+        for number, user in enumerate(users):
+            session = manager.create_session(user, metadata={"n": number})
+            session.add_message("user", f"hello {number}")
+            manager.save(session)
+            sids.append(session.session_id)
+            clock.advance(minutes=2)
+        return sids
+
+    def _all_pages(self, manager: Manager, **query: Any) -> list[list[str]]:
+        pages, cursor = [], None
+        while True:
+            page = manager.list_sessions(cursor=cursor, **query)
+            pages.append([s.session_id for s in page.sessions])
+            cursor = page.cursor
+            if cursor is None:
+                return pages
+
+    def test_list_sessions_pages_newest_first(self, manager: Manager, clock: ManualClock) -> None:
+        sids = self._spread(manager, clock, ["ann", "bob"] * 4 + ["ann"])
+        pages = self._all_pages(manager, limit=4)
+        assert [len(p) for p in pages] == [4, 4, 1]
+        assert _flat(pages) == sids[::-1]
+        page = manager.list_sessions(limit=50)
+        assert page.cursor is None and len(page) == 9
+        first = page.sessions[0]
+        assert first.messages == [] or len(first.messages) == 1  # headers (user stores: whole)
+        assert first.message_count == 1 and first.metadata == {"n": 8}
+        # activity order follows the last save, not creation
+        touched = manager.get_session(sids[0])
+        touched.add_message("user", "back again")
+        manager.save(touched)
+        assert manager.list_sessions(limit=1).sessions[0].session_id == sids[0]
+        assert [s.session_id for s in manager.list_sessions(order="created", limit=1)] == [sids[-1]]
+
+    def test_list_sessions_filters(self, manager: Manager, clock: ManualClock) -> None:
+        sids = self._spread(manager, clock, ["ann", "bob", "ann", "bob", "ann"])
+        manager.archive(sids[2])
+        anns = [sids[4], sids[0]]
+        assert _flat(self._all_pages(manager, user_id="ann", limit=1)) == anns
+        assert _flat(self._all_pages(manager, user_id="ann", order="created", limit=2)) == anns
+        assert [s.session_id for s in manager.list_sessions(status="archived")] == [sids[2]]
+        both = _flat(self._all_pages(manager, user_id="ann", status=None, limit=2))
+        assert both == [sids[4], sids[2], sids[0]]
+        everything = _flat(self._all_pages(manager, status=None, order="created", limit=3))
+        assert everything == sids[::-1]
+        assert _flat(self._all_pages(manager, status=None, limit=2)) == sids[::-1]
+        assert manager.list_sessions(user_id="nobody").sessions == []
+
+    def test_list_sessions_refuses_bad_arguments(
+        self, manager: Manager, clock: ManualClock
+    ) -> None:
+        self._spread(manager, clock, ["ann", "ann", "ann"])
+        cursor = manager.list_sessions(user_id="ann", limit=1).cursor
+        assert cursor is not None
+        with pytest.raises(InvalidSessionError, match="cursor"):
+            manager.list_sessions(user_id="bob", limit=1, cursor=cursor)
+        with pytest.raises(InvalidSessionError, match="cursor"):
+            manager.list_sessions(cursor="not a cursor")
+        for bad in ({"order": "size"}, {"status": "gone"}, {"limit": 0}, {"limit": True}):
+            with pytest.raises(InvalidSessionError):
+                manager.list_sessions(**bad)
+        with pytest.raises(InvalidIdError):
+            manager.list_sessions(user_id="")
+
+    def test_listed_session_saves_without_losing_history(self, manager: Manager) -> None:
+        session = manager.create_session("ann")
+        for i in range(3):
+            session.add_message("user", f"m{i}")
+        manager.save(session)
+        listed = manager.list_sessions(user_id="ann").sessions[0]
+        listed.add_message("user", "m3")
+        listed.set_state("k", 1)
+        manager.save(listed)
+        loaded = manager.get_session(session.session_id)
+        assert [m.content for m in loaded.messages] == ["m0", "m1", "m2", "m3"]
+        assert loaded.state == {"k": 1}
+
+    def test_archive_inactive_dry_run_changes_nothing(
+        self, manager: Manager, clock: ManualClock
+    ) -> None:
+        sids = self._spread(manager, clock, ["ann", "bob", "cy"])
+        clock.advance(days=31)
+        fresh = manager.create_session("dee")
+        assert manager.archive_inactive(days=30, dry_run=True) == 3
+        assert manager.get_session(sids[0]).status == SessionStatus.ACTIVE
+        assert manager.archive_inactive(days=30) == 3
+        assert manager.archive_inactive(days=30, dry_run=True) == 0
+        assert manager.get_session(fresh.session_id).status == SessionStatus.ACTIVE
+
+    def test_purge_archived(self, manager: Manager, clock: ManualClock) -> None:
+        sids = self._spread(manager, clock, ["ann", "ann", "bob"])
+        manager.archive(sids[0])
+        manager.archive(sids[2])
+        clock.advance(days=10)
+        recent = manager.create_session("ann")
+        manager.archive(recent.session_id)
+        assert manager.purge_archived(older_than_days=5, dry_run=True) == 2
+        assert manager.get_session(sids[0]) is not None
+        assert manager.purge_archived(older_than_days=5) == 2
+        assert manager.get_session(sids[0]) is None and manager.get_session(sids[2]) is None
+        assert manager.get_session(sids[1]).status == SessionStatus.ACTIVE  # not archived
+        assert manager.get_session(recent.session_id) is not None  # archived, but recent
+        listed = manager.list_sessions(status=None, order="created")
+        assert {s.session_id for s in listed} == {sids[1], recent.session_id}
+        assert [s.session_id for s in manager.get_sessions_for_user("ann")] == [
+            sids[1],
+            recent.session_id,
+        ]
+        assert manager.purge_archived(older_than_days=5) == 0
+        with pytest.raises(InvalidSessionError):
+            manager.purge_archived(older_than_days=-1)
+
+    def test_fork(self, manager: Manager) -> None:
+        source = manager.create_session("ann", metadata={"agent": "a"})
+        for i in range(5):
+            source.add_message("user" if i % 2 == 0 else "assistant", f"m{i}", n=i)
+        source.set_state("step", 3)
+        manager.save(source)
+        whole = manager.fork(source.session_id)
+        assert whole.session_id != source.session_id and whole.parent_id == source.session_id
+        part = manager.fork(source.session_id, at_seq=2, new_session_id="fork-2")
+        assert part.session_id == "fork-2"
+        loaded = manager.get_session("fork-2")
+        assert loaded.parent_id == source.session_id and loaded.user_id == "ann"
+        assert [(m.content, m.extras) for m in loaded.messages] == [
+            (f"m{i}", {"n": i}) for i in range(3)
+        ]
+        assert [m.timestamp for m in loaded.messages] == [m.timestamp for m in source.messages[:3]]
+        assert loaded.state == {"step": 3} and loaded.metadata == {"agent": "a"}
+        loaded.add_message("user", "only in the fork")
+        manager.save(loaded)
+        assert manager.get_session(source.session_id).message_count == 5
+        assert manager.get_session(whole.session_id).message_count == 5
+        assert manager.get_session(source.session_id).parent_id is None
+        with pytest.raises(SessionExistsError):
+            manager.fork(source.session_id, new_session_id="fork-2")
+        with pytest.raises(SessionNotFoundError):
+            manager.fork("no-such-session")
+
+    def _export_text(self, manager: Manager, **kwargs: Any) -> str:
+        buffer = io.StringIO()
+        manager.export(buffer, **kwargs)
+        return buffer.getvalue()
+
+    def test_export_import_round_trip(
+        self, manager: Manager, clock: ManualClock, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        sids = self._spread(manager, clock, ["ann", "bob", "ann"])
+        manager.archive(sids[1])
+        forked = manager.fork(sids[0])
+        rich = manager.get_session(sids[2])
+        rich.add_message("tool", {"result": [1, 2.5, None]}, tool_call_id="c1")
+        rich.set_state("nested", {"a": [True, {"b": "ü"}]})
+        manager.save(rich)
+        path = tmp_path_factory.mktemp("export") / "all.jsonl"
+        assert manager.export(str(path)) == 4
+        text = path.read_text("utf-8")
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert {line["format"] for line in lines} == {"kvsessions.session/1"}
+        assert {line["session_id"] for line in lines} == {*sids, forked.session_id}
+        before = {sid: manager.get_session(sid) for sid in [*sids, forked.session_id]}
+        manager.clear_all()
+        report = manager.import_(str(path))
+        assert (report.created, report.unchanged, report.conflicts) == (4, 0, ())
+        for sid, old in before.items():
+            new = manager.get_session(sid)
+            assert (new.user_id, new.metadata, new.state, new.status, new.parent_id) == (
+                old.user_id,
+                old.metadata,
+                old.state,
+                old.status,
+                old.parent_id,
+            )
+            assert (new.created_at, new.updated_at) == (old.created_at, old.updated_at)
+            assert [(m.seq, m.role, m.content, m.timestamp, m.extras) for m in new.messages] == [
+                (m.seq, m.role, m.content, m.timestamp, m.extras) for m in old.messages
+            ]
+        assert self._export_text(manager) == text or sorted(
+            self._export_text(manager).splitlines()
+        ) == sorted(text.splitlines())
+        again = manager.import_(io.StringIO(text))
+        assert (again.created, again.unchanged, again.conflicts) == (0, 4, ())
+        changed = manager.get_session(sids[0])
+        changed.add_message("user", "diverged")
+        manager.save(changed)
+        clash = manager.import_(io.BytesIO(text.encode()))
+        assert clash.conflicts == (sids[0],) and clash.unchanged == 3
+        assert manager.get_session(sids[0]).message_count == 2  # left alone
+        # a user's sessions only; imported sessions take new writes as usual
+        assert len(self._export_text(manager, user_id="ann").splitlines()) == 3
+        imported = manager.get_session(sids[2])
+        imported.add_message("user", "after import")
+        manager.save(imported)
+        assert manager.get_session(sids[2]).messages[-1].seq == imported.messages[-2].seq + 1
+
+    def test_import_refuses_bad_lines(self, manager: Manager) -> None:
+        good = manager.create_session("ann")
+        good.add_message("user", "hi")
+        manager.save(good)
+        line = self._export_text(manager)
+        manager.clear_all()
+        record = json.loads(line)
+        for broken in (
+            "{not json",
+            json.dumps({**record, "format": "kvsessions.session/99"}),
+            json.dumps({**record, "session_id": ""}),
+            json.dumps({**record, "created_at": "2026-01-01T00:00:00"}),
+            json.dumps({**record, "messages": [{"seq": "x"}]}),
+            json.dumps({**record, "extra_field": 1}),
+        ):
+            with pytest.raises(InvalidSessionError, match="line 2"):
+                manager.import_(io.StringIO("\n" + broken + "\n"))
+            assert manager.get_session(good.session_id) is None
+        assert manager.import_(io.StringIO(line)).created == 1
+
+    def test_copy_store_moves_everything(self, manager: Manager, clock: ManualClock) -> None:
+        from .. import MemorySessionStore, copy_store
+
+        sids = self._spread(manager, clock, ["ann", "bob"])
+        manager.archive(sids[1])
+        target = MemorySessionStore()
+        seen: list[int] = []
+        report = copy_store(manager.store, target, progress=seen.append)
+        assert report.created == 2 and sum(seen) == 2
+        copied = SessionManager(target)
+        assert self._export_text(copied) == self._export_text(manager) or sorted(
+            self._export_text(copied).splitlines()
+        ) == sorted(self._export_text(manager).splitlines())
+        back = copy_store(target, manager.store)
+        assert (back.created, back.unchanged) == (0, 2)
+
+    # -- ttl (stores that keep it by the manager's clock) ----------------------------------
+
+    @pytest.fixture
+    def open_ttl_store(self) -> Callable[[float], SessionStore] | None:
+        return None  # this kind has no clock-driven ttl (Redis: native, tested on its own)
+
+    def test_ttl_expires_sessions_and_sweep_removes_them(
+        self,
+        open_ttl_store: Callable[[float], SessionStore] | None,
+        facade: str,
+        clock: ManualClock,
+    ) -> None:
+        if open_ttl_store is None:
+            pytest.skip("this store kind has no clock-driven ttl")
+        store = open_ttl_store(3600)
+        raw = SessionManager(store, clock=clock)
+        manager: Any = (
+            raw if facade == "sync" else SyncView(AsyncSessionManager(store, clock=clock))
+        )
+        try:
+            old = manager.create_session("ann", session_id="old")
+            old.add_message("user", "soon gone")
+            manager.save(old)
+            clock.advance(minutes=50)
+            manager.create_session("ann", session_id="kept")
+            clock.advance(minutes=20)  # "old" is 70 minutes idle, "kept" 20
+            assert manager.get_session("kept") is not None
+            assert [s.session_id for s in manager.get_sessions_for_user("ann")] == ["kept"]
+            assert [s.session_id for s in manager.list_sessions(status=None)] == ["kept"]
+            assert manager.get_messages("old") == []
+            old.add_message("user", "too late")
+            with pytest.raises(SessionNotFoundError, match="expired"):
+                manager.save(old)
+            with pytest.raises(SessionNotFoundError):
+                manager.archive("old")
+            assert manager.delete("old") is False
+            again = manager.create_session("ann", session_id="old")  # the id is free again
+            assert manager.get_session("old").message_count == 0 and again.version == 1
+            kept_session = manager.get_session("kept")
+            clock.advance(minutes=50)
+            kept_session.add_message("user", "keeps it alive")
+            with pytest.raises(SessionNotFoundError):
+                manager.save(kept_session)  # 70 minutes idle: gone too
+            clock.advance(minutes=40)
+            assert manager.sweep() == 2  # "kept" (110 min idle), the new "old" (90)
+            assert manager.sweep() == 0
+            assert manager.list_sessions(status=None).sessions == []
+            problems = raw._run(_check_records_job())
+            assert problems == []  # nothing left behind: no stale index entries
+        finally:
+            getattr(manager, "dispose", manager.close)()
+
+
+def _flat(pages: list[list[str]]) -> list[str]:
+    return [sid for page in pages for sid in page]
+
+
+def _check_records_job() -> Any:
+    from ..core import Job, check_records
+
+    return Job(check_records(), write=False)
