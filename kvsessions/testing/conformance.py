@@ -679,6 +679,8 @@ class StoreConformance:
     BAD_VALUES = (
         pytest.param({1, 2}, id="set"),
         pytest.param(b"x", id="bytes"),
+        pytest.param("lone \ud800 surrogate", id="lone-surrogate"),
+        pytest.param({"k\udfff": 1}, id="lone-surrogate-key"),
         pytest.param(datetime.now(UTC), id="datetime"),
         pytest.param(float("nan"), id="nan"),
         pytest.param(float("inf"), id="inf"),
