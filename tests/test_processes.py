@@ -86,8 +86,11 @@ def run_processes(target: Any, args_per_child: list[tuple[Any, ...]]) -> None:
     assert codes == [0] * len(children), f"child exit codes {codes} (timeout or exception)"
 
 
-def check_appends(session: Any, writers: list[str], n: int) -> None:
-    """All P*N appends present once, each writer in its own order, seqs 0..P*N-1."""
+def check_appends(session: Any, writers: list[str], n: int) -> bool:
+    """All P*N appends present once, each writer in its own order, seqs 0..P*N-1.
+
+    Returns whether the writers interleaved (else the round proved little: run another).
+    """
     total = len(writers) * n
     contents = [m.content for m in session.messages]
     assert session.message_count == total, (session.message_count, total)
@@ -102,7 +105,7 @@ def check_appends(session: Any, writers: list[str], n: int) -> None:
     # The writers really ran at the same time: their messages are not P contiguous blocks.
     owners = [c.split(":")[0] for c in contents]
     runs = 1 + sum(1 for a, b in itertools.pairwise(owners) if a != b)
-    assert runs > len(writers), f"writers did not interleave ({runs} runs); the test proves little"
+    return runs > len(writers)
 
 
 # -- 1. processes appending ---------------------------------------------------------------
@@ -111,17 +114,23 @@ def check_appends(session: Any, writers: list[str], n: int) -> None:
 @pytest.mark.parametrize("processes", [2, 4])
 def test_processes_append_to_one_session(kind: str, tmp_path: Path, processes: int) -> None:
     n = 200
-    path = store_path(tmp_path, kind)
-    sid = new_session(kind, path, "user-mp")
-    writers = [f"w{p}" for p in range(processes)]
-    barrier = SPAWN.Barrier(processes)
-    started = time.monotonic()
-    run_processes(workers.append_loop, [(kind, path, sid, w, n, barrier) for w in writers])
-    elapsed = time.monotonic() - started
-    session = load(kind, path, sid)
-    check_appends(session, writers, n)
-    assert session.version == 1 + processes * n  # create + one committed save per append
-    assert elapsed < 60, f"{processes}x{n} appends took {elapsed:.1f}s"
+    interleaved = False
+    for attempt in range(3):  # on a loaded machine one writer may finish before the other
+        (tmp_path / str(attempt)).mkdir()
+        path = store_path(tmp_path / str(attempt), kind)
+        sid = new_session(kind, path, "user-mp")
+        writers = [f"w{p}" for p in range(processes)]
+        barrier = SPAWN.Barrier(processes)
+        started = time.monotonic()
+        run_processes(workers.append_loop, [(kind, path, sid, w, n, barrier) for w in writers])
+        elapsed = time.monotonic() - started
+        session = load(kind, path, sid)
+        interleaved = check_appends(session, writers, n)
+        assert session.version == 1 + processes * n  # create + one committed save per append
+        assert elapsed < 60, f"{processes}x{n} appends took {elapsed:.1f}s"
+        if interleaved:
+            break
+    assert interleaved, "in 3 rounds the writers never interleaved: the test proves little"
 
 
 # -- 2. threads appending -----------------------------------------------------------------
@@ -150,7 +159,7 @@ def test_threads_append_to_one_session(kind: str, tmp_path: Path) -> None:
     assert not any(thread.is_alive() for thread in pool), "a writer thread hung"
     assert not errors, errors[0]
     session = load(kind, path, sid)
-    check_appends(session, writers, n)
+    assert check_appends(session, writers, n), "the threads did not interleave"
     assert session.version == 1 + threads * n
 
 
