@@ -9,10 +9,13 @@ server, a cluster node lost).
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +376,178 @@ def test_async_large_session_round_trips(redis_cluster: RedisCluster) -> None:
             assert listed[0].message_count == 600
 
     asyncio.run(scenario())
+
+
+# -- asyncio clients across event loops ---------------------------------------------------
+
+
+class ServerSide:
+    """Connections as the server(s) see them: open now (CLIENT LIST, our probe excluded)
+    and accepted so far (INFO stats)."""
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self._probes = [client(node) for node in nodes]
+        self._ids = [probe.client_id() for probe in self._probes]
+
+    def open(self) -> int:
+        return sum(
+            sum(1 for c in probe.client_list() if int(c["id"]) != own)
+            for probe, own in zip(self._probes, self._ids, strict=True)
+        )
+
+    def accepted(self) -> int:
+        return sum(int(p.info("stats")["total_connections_received"]) for p in self._probes)
+
+    def close(self) -> None:
+        for probe in self._probes:
+            probe.close()
+
+
+@contextmanager
+def no_unclosed_warnings() -> Iterator[None]:
+    """Fail on any ResourceWarning, including those raised when the GC frees objects:
+    collection is off inside, and forced at the end, while warnings are recorded."""
+    gc.collect()
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+            gc.enable()
+            gc.collect()
+    finally:
+        gc.enable()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+def where(
+    kind: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> tuple[str, list[RedisServer]]:
+    if kind == "server":
+        return redis_server.url, [redis_server]
+    return redis_cluster.url, redis_cluster.nodes
+
+
+@pytest.mark.parametrize("kind", ["server", "cluster"])
+def test_asyncio_run_again_and_again_on_one_store_leaks_nothing(
+    kind: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    """Each asyncio.run's clients are closed on its loop as it shuts down: no unclosed
+    connection is left for the GC, and the server's connection count stays flat."""
+    url, nodes = where(kind, redis_server, redis_cluster)
+    side = ServerSide(nodes)
+    store = RedisSessionStore(url, prefix=fresh_prefix())
+    manager = AsyncSessionManager(store=store)
+    sid = asyncio.run(manager.create_session("loops")).session_id
+
+    async def turn(i: int) -> int:
+        session = await manager.get_session(sid)
+        session.add_message("user", f"run {i}")
+        await manager.save(session)
+        return len(await manager.get_sessions_for_user("loops"))  # every node of a cluster
+
+    with no_unclosed_warnings():
+        before, accepted = side.open(), side.accepted()
+        peak = 0
+        for i in range(30):
+            assert asyncio.run(turn(i)) == 1
+            peak = max(peak, side.open())
+        assert peak <= before + len(nodes)  # at most the one loop's clients at a time
+        assert side.open() <= before
+        assert side.accepted() - accepted <= 30 * len(nodes)  # one per node per loop
+
+        async def finish() -> list[str]:
+            loaded = await manager.get_session(sid)
+            await manager.close()
+            return [m.content for m in loaded.messages]
+
+        assert asyncio.run(finish()) == [f"run {i}" for i in range(30)]
+    side.close()
+
+
+@pytest.mark.parametrize("kind", ["server", "cluster"])
+def test_two_threads_with_their_own_loops_share_one_store(
+    kind: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    """Each thread's loop keeps its own clients: neither throws the other's away, so a
+    few connections serve hundreds of operations, and both are closed at the end."""
+    url, nodes = where(kind, redis_server, redis_cluster)
+    side = ServerSide(nodes)
+    manager = AsyncSessionManager(store=RedisSessionStore(url, prefix=fresh_prefix()))
+    sid = asyncio.run(manager.create_session("threads")).session_id
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        async def appends() -> None:
+            start.wait()
+            for i in range(100):
+                session = await manager.get_session(sid)
+                session.add_message("user", f"{n}-{i}")
+                await manager.save(session)
+
+        try:
+            asyncio.run(appends())
+        except BaseException as exc:
+            errors.append(exc)
+
+    with no_unclosed_warnings():
+        before, accepted = side.open(), side.accepted()
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert side.accepted() - accepted <= 2 * len(nodes)  # one per node per loop
+        assert side.open() <= before
+        contents = [m.content for m in asyncio.run(manager.get_session(sid)).messages]
+        assert sorted(contents) == sorted(f"{n}-{i}" for n in range(2) for i in range(100))
+        for n in range(2):
+            mine = [c for c in contents if c.startswith(f"{n}-")]
+            assert mine == [f"{n}-{i}" for i in range(100)]
+        runner = asyncio.Runner()
+        runner.run(manager.close())
+        runner.close()
+    side.close()
+
+
+def test_closing_the_store_from_sync_code_closes_an_idle_loops_clients(
+    redis_server: RedisServer,
+) -> None:
+    side = ServerSide([redis_server])
+    store = RedisSessionStore(redis_server.url, prefix=fresh_prefix())
+    manager = AsyncSessionManager(store=store)
+    with no_unclosed_warnings():
+        before = side.open()
+        runner = asyncio.Runner()
+        runner.run(manager.create_session("idle"))
+        assert side.open() == before + 1  # the loop's client, idle between runs
+        store.close()  # no running loop here: runs the idle loop to close its client
+        assert side.open() <= before
+        runner.close()
+    side.close()
+
+
+def test_a_loop_closed_without_shutdown_gives_its_connections_back(
+    redis_server: RedisServer,
+) -> None:
+    """``loop.close()`` without ``shutdown_asyncgens``: nothing can run on that loop any
+    more; the next loop to use the store shuts those sockets, so the server frees them."""
+    side = ServerSide([redis_server])
+    manager = AsyncSessionManager(store=RedisSessionStore(redis_server.url, prefix=fresh_prefix()))
+    with warnings.catch_warnings():  # asyncio warns when the GC frees those transports
+        warnings.simplefilter("ignore", ResourceWarning)
+        before = side.open()
+        for _ in range(5):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(manager.create_session("manual"))
+            loop.close()
+        assert side.open() == before + 1  # only the last closed loop's, not yet released
+        sessions = asyncio.run(manager.get_sessions_for_user("manual"))
+        assert len(sessions) == 5
+        assert side.open() <= before
+        asyncio.run(manager.close())
+        gc.collect()
+    side.close()

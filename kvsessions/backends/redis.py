@@ -32,14 +32,25 @@ Only keys starting with ``P{`` and ``P!format`` are ever written or deleted.
 
 Open a cluster with ``url="redis+cluster://host:port"`` (``rediss+cluster://`` for TLS):
 the slot map comes from ``CLUSTER SLOTS`` and is refreshed on ``MOVED`` or a lost node.
+
+redis.asyncio clients are bound to the event loop that made them, so the backend keeps
+them per loop (:class:`_LoopClients`): several loops (``asyncio.run`` after
+``asyncio.run``, or one loop per thread) each keep their own, and each loop's clients are
+closed on that loop when it shuts down (``loop.shutdown_asyncgens()``, which
+``asyncio.run`` and ``asyncio.Runner`` call), by :meth:`RedisBackend.close`, or, for a loop
+closed without that shutdown, as well as a closed loop allows (``_LoopClients.abandon``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import socket
+import sys
+import threading
 import zlib
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -262,8 +273,8 @@ class RedisBackend:
         self._slot_nodes: list[str] | None = None
         self._known: dict[str, None] = {self.address: None}
         self._clients: dict[str, redis.Redis] = {}
-        self._aclients: dict[str, redis.asyncio.Redis] = {}
-        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops_lock = threading.Lock()  # loops in other threads adopt concurrently
         self._closed = False
 
     # -- driving plans -------------------------------------------------------------------
@@ -346,15 +357,7 @@ class RedisBackend:
             return exc
 
     async def _send_async(self, addr: str, commands: list[tuple[Any, ...]]) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._aloop is not loop:  # clients are bound to the loop that made them
-            self._aclients, self._aloop = {}, loop
-        client = self._aclients.get(addr)
-        if client is None:
-            retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
-            client = self._aclients[addr] = redis.asyncio.Redis.from_url(
-                self._url(addr), **self._options(retry)
-            )
+        client = await self._aclient(addr)
         try:
             if len(commands) == 1:
                 try:
@@ -367,6 +370,41 @@ class RedisBackend:
             return await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             return exc
+
+    async def _aclient(self, addr: str) -> redis.asyncio.Redis:
+        """This event loop's client for node ``addr`` (clients are bound to their loop)."""
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is None or entry.done:
+            entry = await self._adopt(loop)
+        client = entry.clients.get(addr)
+        if client is None:
+            retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
+            client = entry.clients[addr] = redis.asyncio.Redis.from_url(
+                self._url(addr), **self._options(retry)
+            )
+        return client
+
+    async def _adopt(self, loop: asyncio.AbstractEventLoop) -> _LoopClients:
+        """Start keeping clients for ``loop``, closed when it shuts down; release the
+        clients of loops that were closed meanwhile."""
+        entry = _LoopClients()
+        with self._loops_lock:
+            dead = [(old, e) for old, e in self._loops.items() if old.is_closed()]
+            for old, _ in dead:
+                del self._loops[old]
+            self._loops[loop] = entry
+        for _, old_entry in dead:
+            old_entry.abandon()
+        if sys.get_asyncgen_hooks().firstiter is None:
+            return entry  # a loop that tracks no async generators: close() closes them
+        guard = _close_at_shutdown(self._loops, self._loops_lock, loop, entry)
+        try:
+            await guard.__anext__()  # now the loop tracks it; shutdown_asyncgens closes it
+        except Warning:  # the loop already shut its generators down (warnings as errors)
+            return entry
+        entry.guard = guard
+        return entry
 
     def _url(self, addr: str) -> str:
         if not self.cluster:
@@ -384,20 +422,46 @@ class RedisBackend:
         }
 
     def close(self) -> Coroutine[Any, Any, None] | None:
-        """Drop connections; inside the event loop that used them, returns a coroutine
-        that closes the asyncio ones (the asyncio manager awaits it)."""
+        """Close the connections; inside an event loop that used asyncio clients, returns
+        a coroutine that closes that loop's clients (the asyncio manager awaits it).
+
+        The clients of an idle loop of this thread are closed by running that loop; those
+        of a loop running elsewhere are closed when it shuts down (``asyncio.run`` does);
+        those of a closed loop are released as far as a closed loop allows.
+        """
         self._closed = True
         for client in self._clients.values():
             client.close()
         self._clients = {}
-        aclients, self._aclients = list(self._aclients.values()), {}
         try:
-            running = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if aclients and running is not None and running is self._aloop:
-            return _aclose(aclients)
-        return None
+        with self._loops_lock:
+            entries = list(self._loops.items())
+        here = threading.get_ident()
+        closing = None
+        for loop, entry in entries:
+            if loop.is_closed():
+                with self._loops_lock:
+                    if self._loops.get(loop) is entry:
+                        del self._loops[loop]
+                entry.abandon()
+            elif loop is running:
+                closing = self._shut(loop, entry)
+            elif running is None and entry.thread == here and not loop.is_running():
+                loop.run_until_complete(self._shut(loop, entry))
+        return closing
+
+    async def _shut(self, loop: asyncio.AbstractEventLoop, entry: _LoopClients) -> None:
+        """Close one loop's clients, on that loop."""
+        if entry.guard is not None:
+            await entry.guard.aclose()  # runs its ``finally``: forget the entry, close
+            return
+        with self._loops_lock:
+            if self._loops.get(loop) is entry:
+                del self._loops[loop]
+        await _aclose(entry.take())
 
     @property
     def closed(self) -> bool:
@@ -770,6 +834,81 @@ def _glob_escape(raw: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in raw)
 
 
+class _LoopClients:
+    """The redis.asyncio clients of one event loop (one per node), and their closer.
+
+    ``guard`` is an async generator started on the loop, so the loop tracks it:
+    ``loop.shutdown_asyncgens()`` closes it, which closes these clients on their own loop
+    before it is closed.  Were the backend dropped unclosed, the loop's finalizer hook
+    does the same.
+    """
+
+    __slots__ = ("clients", "done", "guard", "thread")
+
+    def __init__(self) -> None:
+        self.clients: dict[str, redis.asyncio.Redis] = {}
+        self.guard: AsyncGenerator[None, None] | None = None
+        self.thread = threading.get_ident()
+        self.done = False
+
+    def take(self) -> list[redis.asyncio.Redis]:
+        """Hand over the clients to close; the entry is finished."""
+        self.done = True
+        clients, self.clients = list(self.clients.values()), {}
+        return clients
+
+    def abandon(self) -> None:
+        """Release the clients of a loop that was closed without shutting them down.
+
+        Nothing runs on a closed loop any more, and every way to close a connection
+        (redis-py's ``disconnect``, asyncio's ``transport.close``/``abort``) schedules a
+        callback on it and fails.  So shut each socket down (the transport's public
+        ``socket`` extra): the server drops the connection at once; the file descriptor
+        goes with the transport at the next garbage collection, with asyncio's
+        "unclosed transport" warning.  redis-py lists a pool's connections only in
+        private attributes: read defensively, so another redis-py only skips this.
+        """
+        for client in self.take():
+            pool = client.connection_pool
+            connections = [
+                *getattr(pool, "_available_connections", ()),
+                *getattr(pool, "_in_use_connections", ()),
+            ]
+            for connection in connections:
+                writer = getattr(connection, "_writer", None)
+                if writer is None:
+                    continue
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(RuntimeError, OSError):  # "Event loop is closed"
+                    writer.close()  # marks the transport closing, as far as it gets
+        if self.guard is not None:  # finish it here rather than leave it to the GC
+            guard, self.guard = self.guard, None
+            with contextlib.suppress(StopIteration, RuntimeError):
+                guard.aclose().send(None)  # its finally has nothing left to await
+
+
+async def _close_at_shutdown(
+    registry: dict[asyncio.AbstractEventLoop, _LoopClients],
+    lock: threading.Lock,
+    loop: asyncio.AbstractEventLoop,
+    entry: _LoopClients,
+) -> AsyncGenerator[None, None]:
+    """Wait, suspended, until the loop shuts its async generators down; then forget
+    ``entry`` and close its clients (still on their loop)."""
+    try:
+        yield
+    finally:
+        with lock:
+            if registry.get(loop) is entry:
+                del registry[loop]
+        await _aclose(entry.take())
+
+
 async def _aclose(clients: Iterable[redis.asyncio.Redis]) -> None:
-    for client in clients:
-        await client.aclose()
+    """Close clients and their pools; a broken connection does not stop the others."""
+    clients = list(clients)
+    if clients:
+        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
