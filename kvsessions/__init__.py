@@ -33,6 +33,7 @@ from .stores import (
 )
 from .sync_api import SessionManager
 from .transfer import ImportReport
+from .urls import open_store
 
 __all__ = [
     "AsyncSessionManager",
@@ -67,6 +68,7 @@ __all__ = [
     "__version__",
     "copy_store",
     "migrate",
+    "open_store",
 ]
 
 
