@@ -1,25 +1,39 @@
 """The benchmarked operations, for kvsessions and for the raw engines, shared by both harnesses.
 
-:func:`build` returns a :class:`Workload`: a zero-argument ``op`` doing one operation (one
-append + save, or one create), with the history already in place, and a ``close``.
-The *raw* variants drive LMDB / SQLite directly with the least work the operation needs at
+:func:`build_case` returns one :class:`Workload` per side of a case: a zero-argument ``op``
+doing one operation, with its data already in place, and a ``close``.
+
+*Write* cases (``append``, ``create``): each side in its own directory with the same history.
+The raw variants drive LMDB / SQLite directly with the least work the operation needs at
 the same durability (DESIGN.md §8): an append is one transaction writing one ~150-byte
 message under a new key and rewriting a ~200-byte header; a create is one transaction with a
 header and two small index keys.
+
+*Read* cases (``load``, ``load_last``, ``messages_last``, ``list``): kvsessions seeds one
+store; the raw side reads a byte-for-byte copy of it (the very records kvsessions wrote)
+with the engine directly and decodes them with orjson into dicts (the "raw + decoder").
+Both sides are checked to return the same number of records before anything is timed.
+Reads do not depend on the durability setting; the stores are opened at "fast".
+
+Peers (``peer-*`` stores) are built by :mod:`peers`.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import struct
 import sys
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import lmdb
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # use the checkout, installed or not
@@ -30,9 +44,22 @@ from kvsessions import (  # noqa: E402
     MemorySessionStore,
     SessionManager,
     SQLiteSessionStore,
+    keys,
 )
+from kvsessions.model import utcnow  # noqa: E402
 
-__all__ = ["DISK_STORES", "STORES", "Workload", "build"]
+__all__ = [
+    "DISK_STORES",
+    "READ_OPS",
+    "STORES",
+    "Workload",
+    "build",
+    "build_case",
+    "bulk_create",
+    "copy_store",
+    "manager",
+    "seed_history",
+]
 
 #: (store kind, durability) pairs; the memory store has no durability and no raw engine.
 STORES: list[tuple[str, str]] = [
@@ -43,6 +70,7 @@ STORES: list[tuple[str, str]] = [
     ("memory", "none"),
 ]
 DISK_STORES = [pair for pair in STORES if pair[0] != "memory"]
+READ_OPS = ("load", "load_last", "messages_last", "list")
 
 #: ~100 characters of message content, as in a short chat turn.
 CONTENT = (
@@ -50,23 +78,59 @@ CONTENT = (
     "please? Thanks"
 )
 BATCH = 1_000  # messages per commit while pre-filling a history
+BULK_BATCH = 20_000  # sessions per transaction while seeding many sessions
+WINDOW = 20  # messages in a bounded read ("the last 20")
+LIST_USER = "bench-user"  # the user whose sessions are listed
+LIST_USER_SESSIONS = 10  # ... and how many they have (2 messages each)
+SESSIONS_PER_USER = 10  # the other users' sessions each
 LMDB_MAP_SIZE = 2**36  # virtual; the file only grows as used
+SQLITE_TABLE = "sessions"  # SQLiteSessionStore's default table_name
 _U64 = struct.Struct(">Q")
 # Raw records sized like kvsessions' own: a message ~150 bytes, a header ~200 bytes.
 RAW_MESSAGE = b'K\x01{"r":"user","c":"%s","t":1700000000000000,"x":{},"q":0}' % CONTENT.encode()
 RAW_HEADER = b'K\x01{"h":"%s"}' % (b"h" * 192)
+_loads = orjson.loads
 
 
 @dataclass
 class Workload:
-    """One operation to repeat (``op``) and how to release its resources (``close``)."""
+    """One operation to repeat (``op``) and how to release its resources (``close``).
 
-    op: Callable[[], None]
+    ``records``: how many records one ``op`` returns (reads), to check both sides agree.
+    """
+
+    op: Callable[[], Any]
     close: Callable[[], None]
+    setup_s: float = 0.0
+    records: int | None = None
+
+
+def build_case(
+    op: str, impls: list[str], store: str, durability: str, path: Path, size: int
+) -> dict[str, Workload]:
+    """Every side (``impls``) of one case, built under ``path``."""
+    if store.startswith("peer-"):
+        import peers  # imported only here: the peers are a benchmark extra
+
+        return {impl: _timed(lambda: peers.build(op, store, path, size)) for impl in impls}
+    if op in READ_OPS:
+        return _build_reads(op, impls, store, durability, path, size)
+    works = {}
+    for impl in impls:
+        (path / impl).mkdir()
+        works[impl] = _timed(lambda: build(op, impl, store, durability, path / impl, size))  # noqa: B023
+    return works
+
+
+def _timed(make: Callable[[], Workload]) -> Workload:
+    started = time.perf_counter()
+    work = make()
+    work.setup_s = time.perf_counter() - started
+    return work
 
 
 def build(op: str, impl: str, store: str, durability: str, path: Path, history: int) -> Workload:
-    """The workload ``op`` ("append" | "create") for ``impl`` ("kvs" | "raw") in ``path``."""
+    """The write workload ``op`` ("append" | "create") for ``impl`` ("kvs" | "raw") in ``path``."""
     if impl == "kvs":
         return (_kvs_append if op == "append" else _kvs_create)(store, durability, path, history)
     engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path, durability)
@@ -76,12 +140,72 @@ def build(op: str, impl: str, store: str, durability: str, path: Path, history: 
 # -- kvsessions ------------------------------------------------------------------------------
 
 
-def _manager(store: str, durability: str, path: Path) -> SessionManager:
+def manager(store: str, durability: str, path: Path) -> SessionManager:
+    """A manager on a fresh (or existing) store of ``store`` kind under ``path``."""
     if store == "lmdb":
         return SessionManager(LMDBSessionStore(path / "kv.lmdb", durability=durability))
     if store == "sqlite":
         return SessionManager(SQLiteSessionStore(path / "kv.db", durability=durability))
     return SessionManager(MemorySessionStore())
+
+
+_manager = manager
+
+
+def seed_history(manager: SessionManager, size: int, user_id: str = "user-1") -> str:
+    """A session with ``size`` messages (user/assistant turns), saved 1,000 per commit."""
+    session = manager.create_session(user_id=user_id)
+    for start in range(0, size, BATCH):
+        for number in range(start, min(start + BATCH, size)):
+            session.add_message("user" if number % 2 == 0 else "assistant", CONTENT)
+        manager.save(session)
+    return session.session_id
+
+
+def bulk_create(
+    store: Any,
+    users: Iterable[str],
+    clock: Callable[[], datetime] = utcnow,
+    batch: int = BULK_BATCH,
+) -> int:
+    """Create one session per user id exactly as ``create_session`` would, ``batch`` per commit.
+
+    Seeding a million sessions one commit each takes minutes; this drives kvsessions' own
+    create plans (so every record is the one ``create_session`` writes) and applies their
+    commits with the backend's group commit (as the asyncio manager does), ``batch`` to a
+    transaction.  ``clock`` stands for the time of creation.
+    """
+    operations, backend = store._operations(clock), store._backend
+    made = 0
+    for chunk in _chunks(users, batch):
+        plans = [operations.create(user, None, None).plan for user in chunk]
+        commits = [plan.send(None) for plan in plans]
+        if commits and type(commits[0]).__name__ != "Commit":
+            raise RuntimeError(
+                f"kvsessions' create plan now starts with {type(commits[0]).__name__}, not a "
+                "Commit: update benchmarks/workloads.bulk_create to drive it"
+            )
+        for plan, answer in zip(plans, backend.commit_many(commits), strict=True):
+            if answer is not None:
+                raise RuntimeError(f"seeding a session failed: {answer!r}")
+            try:
+                plan.send(None)
+            except StopIteration:
+                continue
+            raise RuntimeError("kvsessions' create plan wants more than one step after commit")
+        made += len(chunk)
+    return made
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _kvs_append(store: str, durability: str, path: Path, history: int) -> Workload:
@@ -109,7 +233,224 @@ def _kvs_create(store: str, durability: str, path: Path, history: int) -> Worklo
     return Workload(op, manager.close)
 
 
-# -- raw engines -----------------------------------------------------------------------------
+# -- reads: kvsessions and the raw engine over the same records -------------------------------
+
+
+def _build_reads(
+    op: str, impls: list[str], store: str, durability: str, path: Path, size: int
+) -> dict[str, Workload]:
+    started = time.perf_counter()
+    kvs_path = path / "kvs"
+    kvs_path.mkdir()
+    mgr = _manager(store, durability, kvs_path)
+    if op == "list":
+        seed_list(mgr, size)
+        target = LIST_USER
+    else:
+        target = seed_history(mgr, size)
+    works: dict[str, Workload] = {}
+    if "raw" in impls:
+        mgr.close()
+        copy_store(store, kvs_path, path / "raw")
+        mgr = _manager(store, durability, kvs_path)
+        raw = {"lmdb": _LMDBReads, "sqlite": _SQLiteReads}[store](path / "raw")
+        works["raw"] = Workload(raw.op(op, target), raw.close)
+    works["kvs"] = Workload(_kvs_read(mgr, op, target), mgr.close)
+    for work in works.values():
+        work.setup_s = time.perf_counter() - started
+        work.records = _count(work.op())
+    if len({work.records for work in works.values()}) > 1:
+        raise RuntimeError(
+            f"{op}: the sides read different numbers of records "
+            f"{ {impl: work.records for impl, work in works.items()} }"
+        )
+    for impl in set(works) - set(impls):  # built only to seed or to check the other side
+        works.pop(impl).close()
+    return works
+
+
+def seed_list(manager: SessionManager, total: int) -> None:
+    """``total`` sessions: :data:`LIST_USER` has 10 (2 messages each), other users 10 each."""
+    for _ in range(LIST_USER_SESSIONS):
+        session = manager.create_session(user_id=LIST_USER)
+        session.add_message("user", CONTENT)
+        session.add_message("assistant", CONTENT)
+        manager.save(session)
+    others = total - LIST_USER_SESSIONS
+    users = max(others // SESSIONS_PER_USER, 1)
+    bulk_create(manager.store, (f"user-{n % users}" for n in range(others)))
+
+
+def copy_store(store: str, source: Path, target: Path) -> None:
+    """Copy a closed store's files (not LMDB's lock file) to ``target``."""
+    name = "kv.lmdb" if store == "lmdb" else "kv.db"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("lock.mdb"))
+    assert (target / name).exists()
+
+
+def _kvs_read(mgr: SessionManager, op: str, target: str) -> Callable[[], Any]:
+    if op == "load":
+        return lambda: mgr.get_session(target)
+    if op == "load_last":
+        return lambda: mgr.get_session(target, messages=WINDOW)
+    if op == "messages_last":
+        return lambda: mgr.get_messages(target, WINDOW)
+    return lambda: mgr.get_sessions_for_user(target)
+
+
+def _count(result: Any) -> int:
+    """Records in a read's result: a session counts its header and its messages."""
+    if result is None:
+        return 0
+    if isinstance(result, tuple):  # raw: (header dict, [message dicts])
+        return 1 + len(result[1])
+    if isinstance(result, list):  # sessions, (header, messages) pairs, or messages
+        return sum(_count(item) if isinstance(item, tuple) or hasattr(item, "messages") else 1
+                   for item in result)  # fmt: skip
+    return 1 + len(result.messages)  # a Session
+
+
+class _LMDBReads:
+    """Reads of kvsessions' records straight from LMDB, decoded with orjson."""
+
+    def __init__(self, path: Path) -> None:
+        self.env = lmdb.open(
+            str(path / "kv.lmdb"), map_size=LMDB_MAP_SIZE, readahead=False, max_dbs=0
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
+    def op(self, op: str, target: str) -> Callable[[], Any]:
+        env, values = self.env, _lmdb_values
+        if op == "list":
+            start, stop = keys.user_range(target)
+            fixed = len(start) + 8
+
+            def listing() -> list[tuple[Any, list[Any]]]:
+                with env.begin() as txn:
+                    index = _lmdb_keys(txn, start, stop)
+                    sids = [keys.parse_index_sid(key, fixed) for key in index]
+                    found = [
+                        (txn.get(keys.header_key(sid)), values(txn, *keys.message_range(sid)))
+                        for sid in sids
+                    ]
+                return [(_loads(h[2:]), [_loads(v[2:]) for v in rows]) for h, rows in found]
+
+            return listing
+        hkey = keys.header_key(target)
+        first, end = keys.message_range(target)
+        if op == "messages_last":
+
+            def last_messages() -> list[Any]:
+                with env.begin() as txn:
+                    rows = values(txn, first, end, WINDOW)
+                return [_loads(v[2:]) for v in rows]
+
+            return last_messages
+        limit = WINDOW if op == "load_last" else None
+
+        def load() -> tuple[Any, list[Any]]:
+            with env.begin() as txn:
+                header = txn.get(hkey)
+                rows = values(txn, first, end, limit)
+            return _loads(header[2:]), [_loads(v[2:]) for v in rows]
+
+        return load
+
+
+def _lmdb_keys(
+    txn: lmdb.Transaction, start: bytes, stop: bytes, limit: int | None = None
+) -> list[bytes]:
+    """Keys of ``start <= key < stop`` (the first ``limit`` of them)."""
+    cursor, found = txn.cursor(), []
+    if cursor.set_range(start):
+        for key in cursor.iternext(values=False):
+            if key >= stop:
+                break
+            found.append(key)
+            if len(found) == limit:
+                break
+    return found
+
+
+def _lmdb_values(
+    txn: lmdb.Transaction, start: bytes, stop: bytes, last: int | None = None
+) -> list[bytes]:
+    """Values of ``start <= key < stop``; with ``last``, only the last ones (a reverse scan)."""
+    cursor, found = txn.cursor(), []
+    if last is None:
+        if cursor.set_range(start):
+            for key, value in cursor:
+                if key >= stop:
+                    break
+                found.append(value)
+        return found
+    more = cursor.prev() if cursor.set_range(stop) else cursor.last()
+    while more and len(found) < last:
+        if cursor.key() < start:
+            break
+        found.append(cursor.value())
+        more = cursor.prev()
+    found.reverse()
+    return found
+
+
+class _SQLiteReads:
+    """Reads of kvsessions' records straight from SQLite, decoded with orjson."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path / "kv.db", isolation_level=None)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def op(self, op: str, target: str) -> Callable[[], Any]:
+        execute, t = self.conn.execute, SQLITE_TABLE
+        get = f"SELECT v FROM {t} WHERE k = ?"
+        scan = f"SELECT v FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
+        last = f"SELECT v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT {WINDOW}"
+        if op == "list":
+            start, stop = keys.user_range(target)
+            fixed = len(start) + 8
+            index = f"SELECT k FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
+
+            def listing() -> list[tuple[Any, list[Any]]]:
+                execute("BEGIN")
+                rows = execute(index, (start, stop)).fetchall()
+                found = []
+                for (key,) in rows:
+                    sid = keys.parse_index_sid(key, fixed)
+                    header = execute(get, (keys.header_key(sid),)).fetchone()[0]
+                    found.append((header, execute(scan, keys.message_range(sid)).fetchall()))
+                execute("COMMIT")
+                return [(_loads(h[2:]), [_loads(v[2:]) for (v,) in msgs]) for h, msgs in found]
+
+            return listing
+        hkey = keys.header_key(target)
+        bounds = keys.message_range(target)
+        if op == "messages_last":
+
+            def last_messages() -> list[Any]:
+                rows = execute(last, bounds).fetchall()  # one statement: its own snapshot
+                return [_loads(v[2:]) for (v,) in reversed(rows)]
+
+            return last_messages
+        messages = last if op == "load_last" else scan
+
+        def load() -> tuple[Any, list[Any]]:
+            execute("BEGIN")
+            header = execute(get, (hkey,)).fetchone()[0]
+            rows = execute(messages, bounds).fetchall()
+            execute("COMMIT")
+            if op == "load_last":
+                rows.reverse()
+            return _loads(header[2:]), [_loads(v[2:]) for (v,) in rows]
+
+        return load
+
+
+# -- raw engines: writes -----------------------------------------------------------------------
 
 
 def _message_key(sid: bytes, seq: int) -> bytes:
@@ -120,7 +461,7 @@ def _index_keys(sid: bytes, n: int) -> tuple[bytes, bytes]:
     """A user-index key and an activity-index key for a new session, as kvsessions lays them."""
     stamp = _U64.pack(1_700_000_000_000_000 + n)
     user = f"user-{n % 100}".encode()
-    return b"u" + user + b"\x00" + stamp + sid + b"\x00", b"aA" + stamp + sid + b"\x00"
+    return b"i" + user + b"\x00" + stamp + sid + b"\x00", b"aA" + stamp + sid + b"\x00"
 
 
 class _LMDBRaw:
