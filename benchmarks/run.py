@@ -398,6 +398,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
     rows = report["results"]
     ours = [r for r in rows if not r["store"].startswith("peer-")]
     made = [
+        _summary_table(rows),
         _writes_table(ours, report.get("scaling", [])),
         _reads_table(ours),
         _list_scaling_table(report.get("list_scaling", [])),
@@ -407,6 +408,34 @@ def tables(report: dict[str, Any]) -> list[Table]:
         _rss_table(rows),
     ]
     return [table for table in made if table[2]]
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> Table:
+    """Append + save ops/s by history, one line per store (the README's layout)."""
+    appends = [r for r in rows if r["op"] == "append" and r.get("ops_s")]
+    sizes = sorted({r["history"] for r in appends})
+    lines = [(s, d, "kvs") for s, d in STORES] + [(p, d, p) for p, d in PEERS.items()]
+    body = []
+    for store, durability, impl in lines:
+        mine = {
+            r["history"]: r
+            for r in appends
+            if (r["store"], r["durability"]) == (store, durability) and r["ops_s"].get(impl)
+        }
+        if not mine:
+            continue
+        ratios = [r["ratio"] for r in mine.values() if r.get("ratio")]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
+        name = LABELS[store] if store.startswith("peer-") else f"{LABELS[store]}, {durability}"
+        body.append(
+            [name] + [_num(mine[n]["ops_s"][impl]) if n in mine else "-" for n in sizes] + [spread]
+        )
+    return (
+        "append + save, ops/s, by messages already in the session (peers at their default "
+        "durability)",
+        ["store", *[f"history {n:,}" for n in sizes], "kvsessions / raw"],
+        body,
+    )
 
 
 def _writes_table(rows: list[dict[str, Any]], scales: list[dict[str, Any]]) -> Table:
