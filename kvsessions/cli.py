@@ -153,17 +153,19 @@ def _progress(label: str) -> Iterator[Any]:
 
     Shown only when stderr is a terminal, so pipes and logs stay clean.
     """
-    err = sys.stderr
+    if not sys.stderr.isatty():
+        yield _NoProgress()
+        return
     unknown_length: Iterator[None] = (_ for _ in ())
     with click.progressbar(
-        unknown_length,
-        label=label,
-        file=err,
-        show_pos=True,
-        show_eta=False,
-        hidden=not err.isatty(),
+        unknown_length, label=label, file=sys.stderr, show_pos=True, show_eta=False
     ) as bar:
         yield bar
+
+
+class _NoProgress:
+    def update(self, n_steps: int) -> None:
+        """Nothing to show: stderr is not a terminal."""
 
 
 def _time(moment: datetime) -> str:
