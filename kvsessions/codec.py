@@ -19,7 +19,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 
 from .errors import CorruptRecordError, InvalidValueError, SchemaVersionError
-from .model import Message, SessionStatus
+from .model import Message, SessionStatus, stored_message
 
 __all__ = [
     "FORMAT_VERSION",
@@ -117,7 +117,7 @@ def _structure_message(record: Any, _: Any) -> Message:
     role, extras, seq = record["r"], record["x"], record["q"]
     if type(role) is not str or type(extras) is not dict or type(seq) is not int:
         raise TypeError("a message record's r, x, q must be str, object, integer")
-    return Message(role, record["c"], from_micros(_as_int(record["t"])), extras, seq)
+    return stored_message(role, record["c"], from_micros(_as_int(record["t"])), extras, seq)
 
 
 _HEADER_FIELDS = {

@@ -17,6 +17,7 @@ first attempt always wins.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -46,7 +47,7 @@ from .errors import (
     SessionNotFoundError,
     StoreConfigError,
 )
-from .model import Message, Session, SessionStatus, SyncBase, new_session_id
+from .model import Message, Session, SessionStatus, SyncBase, new_session_id, stored_message
 from .values import check_json_value
 
 __all__ = [
@@ -145,6 +146,22 @@ def purge(session_id: str, header: bytes, record: HeaderRecord) -> Commit:
         ),
         delete_ranges=(keys.message_range(session_id),),
     )
+
+
+_TOKEN_PREFIX = [os.urandom(6).hex()]
+_token_counter = itertools.count()
+
+
+def _new_token() -> str:
+    """A save token unique across processes: a random per-process prefix and a counter."""
+    return f"{_TOKEN_PREFIX[0]}{next(_token_counter):x}"
+
+
+def _fresh_token_prefix() -> None:
+    _TOKEN_PREFIX[0] = os.urandom(6).hex()  # a forked child must not repeat its parent's
+
+
+os.register_at_fork(after_in_child=_fresh_token_prefix)
 
 
 def returning(plan: Plan[Any], value: T) -> Plan[T]:
@@ -449,7 +466,7 @@ def save(
         current = decode_header(current_bytes) if current_bytes is not None else None
         fresh = True
     if session._save_token is None:
-        session._save_token = os.urandom(6).hex()
+        session._save_token = _new_token()
     token = session._save_token
     known_next = base.record.next_seq if base is not None else 0
     missed: list[Message] = []
@@ -497,7 +514,7 @@ def save(
         )
     first_seq = record.next_seq - len(changes.pending)
     saved = [
-        Message(m.role, m.content, m.timestamp, m.extras, first_seq + i)
+        stored_message(m.role, m.content, m.timestamp, m.extras, first_seq + i)
         for i, m in enumerate(changes.pending)
     ]
     session.messages[session._synced :] = missed + saved

@@ -48,8 +48,8 @@ class KVOperations:
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         now = self._clock()
-        plan = core.save(session, now, expect_version, self._expiry(to_micros(now)))
-        return Job(returning(plan, session), write=True)
+        expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
+        return Job(returning(core.save(session, now, expect_version, expiry_us), session), True)
 
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)

@@ -145,7 +145,7 @@ class LocalBackend(abc.ABC):
 
     def __init__(self) -> None:
         self._closed = False
-        self._pid = os.getpid()
+        self._forks = _forks[0]
 
     @abc.abstractmethod
     def _begin(self, write: bool) -> Transaction: ...
@@ -228,9 +228,21 @@ class LocalBackend(abc.ABC):
             if plan is not None:
                 plan.close()
             raise StoreClosedError("this store was closed; open a new store object to use it")
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+        if self._forks != _forks[0]:  # forked: the parent's handles are not ours to use
             self._after_fork()
-            self._pid = os.getpid()
+            self._forks = _forks[0]
+
+
+#: How many times this process's ancestry has forked (a child sees one more than its
+#: parent): cheaper to compare on every call than ``os.getpid()``, a system call.
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 def _single(op: Op) -> Plan[Any]:
