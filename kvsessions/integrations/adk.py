@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import weakref
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -54,9 +53,6 @@ from pydantic_core import to_jsonable_python
 
 from .. import keys
 from ..async_api import AsyncSessionManager
-from ..backends.base import Batch, Get, Plan, Scan
-from ..codec import decode_header
-from ..core import Job
 from ..errors import (
     ConflictError,
     CorruptRecordError,
@@ -194,28 +190,6 @@ def _decode_event(message: Message, session_id: str) -> Event:
             f"({exc.error_count()} validation errors); delete it with "
             "manager.delete_message() or restore the store from a backup"
         ) from exc
-
-
-def _headers_for_user(user_id: str) -> Plan[list[tuple[str, Any]]]:
-    """``(session id, header record)`` of a user's sessions, from the index, no messages.
-
-    ``get_sessions_for_user`` would also read every event of every session; a listing
-    needs the headers only.
-    """
-    start, stop = keys.user_range(user_id)
-    index = yield Scan(start, stop)
-    fixed = len(start) + 8
-    sids = [keys.parse_index_sid(key, fixed) for key, _ in index]
-    if not sids:
-        return []
-    headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
-    found = []
-    for sid, header in zip(sids, headers, strict=True):
-        if header is not None:  # an index entry without a header is stale
-            record = decode_header(header)
-            if record.user_id == user_id:
-                found.append((sid, record))
-    return found
 
 
 class KVSessionService(BaseSessionService):
@@ -551,13 +525,16 @@ class KVSessionService(BaseSessionService):
         """The user's state and ``(metadata, state)`` of each of their sessions in the app."""
         owner = _ident("o", app_name, user_id)
         user_state = self._user_state(app_name, user_id)
-        if self._kv:
-            headers: Iterable[Any] = await self.manager._run(
-                Job(_headers_for_user(owner), write=False)
+        found = []
+        cursor = None
+        while True:  # headers only (no events), oldest first
+            page = await self.manager.list_sessions(
+                owner, status=None, order="created", limit=1000, cursor=cursor
             )
-            found = [(record.metadata, record.state) for _, record in headers]
-        else:
-            found = [(s.metadata, s.state) for s in await self.manager.get_sessions_for_user(owner)]
+            found += [(s.metadata, s.state) for s in page.sessions]
+            if (cursor := page.cursor) is None:
+                break
+        found.reverse()
         mine = [
             (metadata, state)
             for metadata, state in found
