@@ -39,6 +39,7 @@ __all__ = ["FORMAT", "ImportReport", "export_steps", "import_steps", "session_li
 
 FORMAT = "kvsessions.session/1"
 PAGE = 100  # sessions per export page / per import commit
+PAGE_MESSAGES = 10_000  # an import commit also ends after this many messages
 _FIELDS = {
     "format", "session_id", "user_id", "status", "created_at", "updated_at", "parent_id",
     "metadata", "state", "messages",
@@ -287,13 +288,15 @@ def import_steps(ops: Any, source: Any) -> Steps:
     """Read export lines from ``source`` and import them, a page per commit."""
     report = ImportReport()
     batch: list[Session] = []
+    messages = 0
     with _opened(source, "r") as file:
         for number, line in enumerate(file, 1):
             if line.strip():
                 batch.append(parse_line(line, f"line {number}"))
-            if len(batch) == PAGE:
+                messages += len(batch[-1].messages)
+            if len(batch) == PAGE or messages >= PAGE_MESSAGES:
                 report += yield ops.import_sessions(batch)
-                batch = []
+                batch, messages = [], 0
     if batch:
         report += yield ops.import_sessions(batch)
     return report
