@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .errors import UnsupportedOperationError
 from .lifecycle import MigrationReport
 from .lifecycle import migrate as _migrate_plan
+from .model import Session
 from .stores import KVSessionStore, SessionStore
 from .sync_api import SessionManager
-from .transfer import ImportReport
+from .transfer import PAGE_MESSAGES, ImportReport
 
 __all__ = ["MigrationReport", "copy_store", "migrate"]
 
@@ -49,9 +50,23 @@ def copy_store(
     cursor = None
     while True:
         sessions, cursor = reading._run(reading._ops.export_page(user_id, cursor))
-        if sessions:
-            report += writing._run(writing._ops.import_sessions(sessions))
+        for chunk in _chunks(sessions):
+            report += writing._run(writing._ops.import_sessions(chunk))
             if progress is not None:
-                progress(len(sessions))
+                progress(len(chunk))
         if cursor is None:
             return report
+
+
+def _chunks(sessions: list[Session]) -> Iterator[list[Session]]:
+    """Groups of sessions of at most ``PAGE_MESSAGES`` messages (a long one goes alone)."""
+    chunk: list[Session] = []
+    messages = 0
+    for session in sessions:
+        if chunk and messages + len(session.messages) > PAGE_MESSAGES:
+            yield chunk
+            chunk, messages = [], 0
+        chunk.append(session)
+        messages += len(session.messages)
+    if chunk:
+        yield chunk
