@@ -19,8 +19,8 @@ from kvsessions import (
 from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
 from kvsessions.backends.memory import MemoryBackend
 from kvsessions.codec import to_micros as _us
-from kvsessions.operations import KVOperations
 from kvsessions.model import utcnow
+from kvsessions.operations import KVOperations
 from kvsessions.stores import KVSessionStore
 from kvsessions.testing.conformance import ManualClock
 
