@@ -20,6 +20,7 @@ manager stays usable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -28,7 +29,15 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from . import transfer
-from .backends.base import HEAVY_STEP_ROWS, Commit, LocalBackend, Plan, answer_rows, step
+from .backends.base import (
+    HEAVY_STEP_ROWS,
+    Commit,
+    Conflict,
+    LocalBackend,
+    Plan,
+    answer_rows,
+    step,
+)
 from .core import Job
 from .errors import StoreClosedError
 from .model import Message, Session, SessionPage, utcnow
@@ -71,7 +80,9 @@ class AsyncSessionManager:
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
             return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
-        return await _drive_local(self._backend, job.plan, self._pool, self._committer)
+        return await _drive_local(
+            self._backend, job.plan, self._pool, self._committer, write=job.write
+        )
 
     async def _steps(self, steps: transfer.Steps) -> Any:
         """Drive a multi-step operation: run each job it yields and send back the result."""
@@ -268,9 +279,15 @@ class AsyncSessionManager:
 
 
 async def _drive_local(
-    backend: LocalBackend, plan: Plan[T], pool: Executor, committer: _GroupCommit
+    backend: LocalBackend, plan: Plan[T], pool: Executor, committer: _GroupCommit, *, write: bool
 ) -> T:
-    """Step the plan on the loop; run engine operations (and heavy steps) in ``pool``."""
+    """Step the plan on the loop; run engine operations (and heavy steps) in ``pool``.
+
+    A write plan whose commit lost a race (another save to the same session won in the
+    same group) is finished in ``pool`` under the engine's write lock, as the blocking
+    manager runs it: its re-based retry then cannot lose again, so a session that many
+    tasks append to at once never starves one of them.
+    """
     loop = asyncio.get_running_loop()
     answer: Any = None
     while True:
@@ -284,6 +301,9 @@ async def _drive_local(
             answer = backend.execute(op)
         elif type(op) is Commit:
             answer = await committer.commit(op)
+            if write and type(answer) is Conflict:
+                finish = functools.partial(backend.run, plan, write=True, answer=answer)
+                return await loop.run_in_executor(pool, finish)
         else:
             answer = await loop.run_in_executor(pool, backend.execute, op)
 

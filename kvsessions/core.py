@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (only remote stores retry)
+MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (Redis, with backoff)
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 RECENT_TOKENS = 8  # saves remembered in a header: a retry after this many others may repeat
 _MISSING: Any = object()

@@ -166,11 +166,14 @@ class LocalBackend(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
-    def run(self, plan: Plan[T], *, write: bool) -> T:
-        """Drive ``plan`` to completion; ``write`` plans hold the write lock while they run."""
+    def run(self, plan: Plan[T], *, write: bool, answer: Any = None) -> T:
+        """Drive ``plan`` to completion; ``write`` plans hold the write lock while they run.
+
+        ``answer`` resumes a plan that another driver started: it is the answer to the
+        plan's last operation (the asyncio manager hands over a save that lost a race).
+        """
         self._check_usable(plan)
         txn: Transaction | None = None
-        answer: Any = None
         try:
             while True:
                 op = plan.send(answer)

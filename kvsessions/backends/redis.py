@@ -46,9 +46,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import socket
 import sys
 import threading
+import time
 import zlib
 from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
@@ -283,9 +285,13 @@ class RedisBackend:
         """Drive ``plan`` with blocking calls, one round trip per operation and node."""
         self._check_open(plan)
         answer: Any = None
+        conflicts = 0
         try:
             while True:
                 answer = self._drive(self._answer(plan.send(answer)))
+                if type(answer) is Conflict:  # lost a race: let the winners clear the way
+                    conflicts += 1
+                    time.sleep(_backoff(conflicts))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:
@@ -299,6 +305,7 @@ class RedisBackend:
         self._check_open(plan)
         loop = asyncio.get_running_loop()
         answer: Any = None
+        conflicts = 0
         try:
             while True:
                 if executor is not None and answer_rows(answer) > HEAVY_STEP_ROWS:
@@ -308,6 +315,9 @@ class RedisBackend:
                 if finished:
                     return op  # type: ignore[no-any-return]
                 answer = await self._drive_async(self._answer(op))
+                if type(answer) is Conflict:  # lost a race: let the winners clear the way
+                    conflicts += 1
+                    await asyncio.sleep(_backoff(conflicts))
         finally:
             plan.close()
 
@@ -792,6 +802,15 @@ class RedisBackend:
                         raise self._error(node, errors[0])
                 if int(cursor) == 0:
                     break
+
+
+def _backoff(conflicts: int) -> float:
+    """Seconds to wait after a plan's ``conflicts``-th lost commit: random, growing, capped.
+
+    Many writers on one session all expect the same header and only one wins per round;
+    spreading the retries out keeps any of them from losing every round.
+    """
+    return random.uniform(0, min(0.05, 0.0005 * 2**conflicts))
 
 
 def _first(values: list[Any]) -> Any:
