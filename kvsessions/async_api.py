@@ -79,7 +79,7 @@ class AsyncSessionManager:
             raise StoreClosedError("this AsyncSessionManager was closed; create a new one")
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
-            return await run_async(job.plan, write=job.write, executor=self._pool)  # type: ignore[no-any-return]
+            return await run_async(job.plan, write=job.write, executor=self._pool)
         return await _drive_local(
             self._backend, job.plan, self._pool, self._committer, write=job.write
         )
@@ -296,7 +296,7 @@ async def _drive_local(
         else:
             finished, op = step(plan, answer)
         if finished:
-            return op  # type: ignore[no-any-return]
+            return op
         if not backend.blocking:
             answer = backend.execute(op)
         elif type(op) is Commit:

@@ -71,7 +71,7 @@ class CommandError(click.ClickException):
         ctx = click.get_current_context(silent=True)
         self.command = ctx.command_path if ctx is not None else "kvsessions"
         super().__init__(" ".join(message.splitlines()))
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares a class default
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"{self.command}: {self.message}", err=True, file=file)

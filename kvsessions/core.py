@@ -227,7 +227,7 @@ def messages_window(
     if limit is not None:
         rows.reverse()
     window = [decode_message(value) for _, value in rows]
-    while pair_safe and window and _is_tool_result(window[0]) and window[0].seq > start:
+    while pair_safe and window and _is_tool_result(window[0]) and (window[0].seq or 0) > start:
         earlier = yield Scan(begin, rows[0][0], limit=1, reverse=True)
         if not earlier:
             break

@@ -81,7 +81,7 @@ def _walk(status: SessionStatus, cutoff_us: int, change: Change, dry_run: bool) 
                 continue  # saved in the cutoff's own minute, after the cutoff
             chosen.append(keys.header_key(sid))
             if not dry_run:
-                _merge(merged, change(sid, header, record))  # type: ignore[arg-type]
+                _merge(merged, change(sid, header, record))
         start = index[-1][0] + b"\x00"
         if dry_run:
             done += len(chosen)

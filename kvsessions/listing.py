@@ -20,7 +20,7 @@ from .backends.base import Batch, Get, Plan, Scan
 from .codec import HeaderRecord, decode_header
 from .core import build_session, expired
 from .errors import InvalidSessionError
-from .model import SessionPage, SessionStatus
+from .model import Session, SessionPage, SessionStatus
 
 __all__ = ["ORDERS", "check_listing", "list_sessions"]
 
@@ -92,7 +92,7 @@ def list_sessions(
     else:
         prefixes = [keys.user_range(user_id)[0]]
         fixed = len(prefixes[0]) + 8
-    sessions = []
+    sessions: list[Session] = []
     more = True
     while more and len(sessions) < limit:
         want = limit - len(sessions)
@@ -118,7 +118,7 @@ def list_sessions(
             if record is None or not _indexed(key, sid, record, user_id, order):
                 continue  # a stale entry
             if record.status in statuses and not expired(record, expiry_us):
-                sessions.append(build_session(sid, header, (), record))  # type: ignore[arg-type]
+                sessions.append(build_session(sid, header, (), record))
     cursor = encode_cursor(query, position) if more and position is not None else None
     return SessionPage(sessions, cursor)
 

@@ -107,16 +107,16 @@ class KVSessionStore(SessionStore):
         return self._kv.run(job.plan, write=job.write)
 
     def save(self, session: Session) -> Session:
-        return self._run(self._ops.save(session, None))  # type: ignore[no-any-return]
+        return self._run(self._ops.save(session, None))
 
     def get(self, session_id: str) -> Session | None:
-        return self._run(self._ops.get(session_id))  # type: ignore[no-any-return]
+        return self._run(self._ops.get(session_id))
 
     def delete(self, session_id: str) -> bool:
-        return self._run(self._ops.delete(session_id))  # type: ignore[no-any-return]
+        return self._run(self._ops.delete(session_id))
 
     def list_for_user(self, user_id: str) -> list[Session]:
-        return self._run(self._ops.for_user(user_id))  # type: ignore[no-any-return]
+        return self._run(self._ops.for_user(user_id))
 
     def close(self) -> None:
         """Close the engine; using the store afterwards raises ``StoreClosedError``."""

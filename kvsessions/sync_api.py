@@ -44,7 +44,7 @@ class SessionManager:
         if self._closed:
             job.plan.close()
             raise StoreClosedError("this SessionManager was closed; create a new one")
-        return self._backend.run(job.plan, write=job.write)  # type: ignore[no-any-return]
+        return self._backend.run(job.plan, write=job.write)
 
     def _steps(self, steps: transfer.Steps) -> Any:
         """Drive a multi-step operation: run each job it yields and send back the result."""

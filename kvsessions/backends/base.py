@@ -128,7 +128,7 @@ class Transaction(abc.ABC):
     def answer(self, op: Get | Scan) -> Any:
         if type(op) is Get:
             return self.get(op.key)
-        return self.scan(op.start, op.stop, op.limit, op.reverse)
+        return self.scan(op.start, op.stop, op.limit, op.reverse)  # type: ignore[union-attr]
 
     def answer_batch(self, ops: tuple[Get | Scan, ...]) -> tuple[Any, ...]:
         """The answers of several reads, from one snapshot."""
@@ -189,9 +189,9 @@ class LocalBackend(abc.ABC):
                 elif type(op) is Batch:
                     answer = txn.answer_batch(op.ops)
                 else:
-                    answer = txn.answer(op)
+                    answer = txn.answer(op)  # type: ignore[arg-type]
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
         finally:
             if txn is not None:
                 txn.abort()

@@ -73,7 +73,7 @@ class LMDBBackend(LocalBackend):
                     f"{entry[2]!r}; open it with the same durability (LMDB shares one handle)"
                 )
             entry[1] += 1  # type: ignore[operator]
-            return entry[0]
+            return entry[0]  # type: ignore[return-value]
 
     def _release(self) -> None:
         with _shared_lock:
@@ -139,7 +139,7 @@ class _LMDBTxn(Transaction):
         self._done = False
 
     def get(self, key: bytes) -> bytes | None:
-        return self._txn.get(key)  # type: ignore[no-any-return]
+        return self._txn.get(key)  # type: ignore[return-value]  # (buffers=False: bytes)
 
     def scan(
         self, start: bytes, stop: bytes, limit: int | None, reverse: bool
@@ -153,19 +153,19 @@ class _LMDBTxn(Transaction):
                 found = cursor.prev() if found else cursor.last()
                 while found:
                     key = cursor.key()
-                    if key < start:
+                    if key < start:  # type: ignore[operator]
                         break
-                    if key < stop:
-                        rows.append((key, cursor.value()))
+                    if key < stop:  # type: ignore[operator]
+                        rows.append((key, cursor.value()))  # type: ignore[arg-type]
                         if limit is not None and len(rows) >= limit:
                             break
                     found = cursor.prev()
             else:
                 found = cursor.set_range(start)
                 for key, value in cursor.iternext() if found else ():
-                    if key >= stop:
+                    if key >= stop:  # type: ignore[operator]
                         break
-                    rows.append((key, value))
+                    rows.append((key, value))  # type: ignore[arg-type]
                     if limit is not None and len(rows) >= limit:
                         break
         return rows
@@ -184,7 +184,7 @@ class _LMDBTxn(Transaction):
                 with txn.cursor() as cursor:
                     for start, stop in delete_ranges:
                         found = cursor.set_range(start)
-                        while found and cursor.key() < stop:
+                        while found and cursor.key() < stop:  # type: ignore[operator]
                             found = cursor.delete()
             for key, value in put.items():
                 txn.put(key, value)

@@ -293,7 +293,7 @@ class RedisBackend:
                     conflicts += 1
                     time.sleep(_backoff(conflicts))
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
         finally:
             plan.close()
 
@@ -313,7 +313,7 @@ class RedisBackend:
                 else:
                     finished, op = step(plan, answer)
                 if finished:
-                    return op  # type: ignore[no-any-return]
+                    return op
                 answer = await self._drive_async(self._answer(op))
                 if type(answer) is Conflict:  # lost a race: let the winners clear the way
                     conflicts += 1
@@ -332,7 +332,7 @@ class RedisBackend:
             try:
                 batch = exchange.send(replies)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             replies = {addr: self._send(addr, commands) for addr, commands in batch.items()}
 
     async def _drive_async(self, exchange: Exchange[T]) -> T:
@@ -341,7 +341,7 @@ class RedisBackend:
             try:
                 batch = exchange.send(replies)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             addrs = list(batch)
             results = await asyncio.gather(*(self._send_async(a, batch[a]) for a in addrs))
             replies = dict(zip(addrs, results, strict=True))
@@ -586,7 +586,7 @@ class RedisBackend:
         if type(op) is Commit:
             return (yield from self._commit(op))
         ops = op.ops if type(op) is Batch else (op,)
-        plans = [self._reads(inner) for inner in ops]
+        plans = [self._reads(inner) for inner in ops]  # type: ignore[arg-type]
         values = yield from self._read([read for reads, _ in plans for read in reads])
         answers, at = [], 0
         for reads, finish in plans:
@@ -746,7 +746,9 @@ class RedisBackend:
             else:
                 bounds = _index_bounds(lo, hi)
                 targets = list(zip(self._bases, self._slots, strict=True))
-            for base, slot in targets if bounds is not None else ():
+            if bounds is None:
+                continue
+            for base, slot in targets:
                 g = group(slot)
                 g.ops.append((b"R", g.key(base + family), *bounds))
         for key, value in op.put.items():

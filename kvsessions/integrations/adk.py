@@ -133,7 +133,7 @@ def _json_safe(values: dict[str, Any], where: str) -> dict[str, Any]:
             "bool, None, list or dict values"
         ) from exc
     check_json_value(safe, where)
-    return safe  # type: ignore[no-any-return]
+    return safe
 
 
 def _split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -311,7 +311,7 @@ def _run(manager: SessionManager, steps: _Steps[T]) -> T:
         try:
             step = steps.send(answer) if error is None else steps.throw(error)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
         try:
             answer, error = getattr(manager, step.method)(*step.args, **step.kwargs), None
         except Exception as exc:
@@ -325,7 +325,7 @@ async def _arun(manager: AsyncSessionManager, steps: _Steps[T]) -> T:
         try:
             step = steps.send(answer) if error is None else steps.throw(error)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
         try:
             answer, error = await getattr(manager, step.method)(*step.args, **step.kwargs), None
         except Exception as exc:
@@ -346,7 +346,7 @@ def _sync_manager(store: SessionStore) -> SessionManager:
             manager = store.__dict__.get(_SYNC_ATTR)
             if manager is None:
                 manager = store.__dict__[_SYNC_ATTR] = SessionManager(store)
-    return manager  # type: ignore[no-any-return]
+    return manager
 
 
 def _async_manager(store: SessionStore) -> AsyncSessionManager:
@@ -360,4 +360,4 @@ def _async_manager(store: SessionStore) -> AsyncSessionManager:
         manager = per_loop.get(loop)
         if manager is None:
             manager = per_loop[loop] = AsyncSessionManager(store)
-    return manager  # type: ignore[no-any-return]
+    return manager

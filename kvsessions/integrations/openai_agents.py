@@ -168,7 +168,7 @@ class KVSession:
             message = await self._manager.pop_message(self.session_id)
         except SessionNotFoundError:
             return None  # never written to (or cleared): empty
-        return None if message is None else message.content  # type: ignore[no-any-return]
+        return None if message is None else message.content
 
     def __repr__(self) -> str:
         return (
@@ -217,7 +217,7 @@ def _manager_for(
     shared = namespace.get(_SHARED)
     if shared is None:
         shared = namespace.setdefault(_SHARED, AsyncSessionManager(store))
-    return shared  # type: ignore[no-any-return]
+    return shared
 
 
 def _messages(items: Iterable[Any]) -> list[Message]:

@@ -722,7 +722,7 @@ class StoreConformance:
         session = manager.create_session("u")
         with pytest.raises(InvalidSessionError):
             session.add_message("", "empty role")
-        session.messages.append({"role": "user", "content": "dict"})  # type: ignore[arg-type]
+        session.messages.append({"role": "user", "content": "dict"})
         with pytest.raises(InvalidSessionError, match="add_message"):
             manager.save(session)
         session.messages[-1] = Message(role="user", content="fine")
