@@ -700,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print(f"({len(cases)} cases in {elapsed:.0f}s; load now {os.getloadavg()[0]:.2f})")
     report["elapsed_s"] = elapsed
+    report["loadavg_end"] = os.getloadavg()[0]
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
