@@ -381,7 +381,7 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _verdict(row: dict[str, Any], at_most: bool = False) -> str:
