@@ -32,6 +32,7 @@ from .codec import (
     HeaderRecord,
     decode_header,
     decode_message,
+    decode_messages,
     encode_header,
     encode_message,
     from_micros,
@@ -226,7 +227,7 @@ def messages_window(
             return []
     if limit is not None:
         rows.reverse()
-    window = [decode_message(value) for _, value in rows]
+    window = decode_messages(rows)
     while pair_safe and window and _is_tool_result(window[0]) and (window[0].seq or 0) > start:
         earlier = yield Scan(begin, rows[0][0], limit=1, reverse=True)
         if not earlier:
@@ -284,7 +285,7 @@ def build_session(
         session_id=session_id,
         user_id=record.user_id,
         metadata=dict(record.metadata),
-        messages=[decode_message(value) for _, value in rows],
+        messages=decode_messages(rows),
         state=dict(record.state),
         status=record.status,
         created_at=from_micros(record.created_at),
@@ -475,7 +476,7 @@ def save(
             # An earlier attempt of this very save committed, but we never heard so (a
             # lost reply, a cancelled task): adopt the stored session, write nothing.
             rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
-            session.messages[session._synced :] = missed + [decode_message(v) for _, v in rows]
+            session.messages[session._synced :] = missed + decode_messages(rows)
             _adopt(session, current_bytes, current, session_keys)  # type: ignore[arg-type]
             return
         if current is not None and expired(current, expiry_us):
@@ -506,7 +507,7 @@ def save(
         fresh = True
         if current is not None and base is not None and current.next_seq > known_next:
             rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
-            missed += (decode_message(value) for _, value in rows)
+            missed += decode_messages(rows)
             known_next = current.next_seq
     else:
         raise ConflictError(

@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvsessions import InvalidIdError, InvalidValueError, Message, keys
-from kvsessions.codec import decode_message, encode_message
+from kvsessions import (
+    CorruptRecordError,
+    InvalidIdError,
+    InvalidValueError,
+    Message,
+    SchemaVersionError,
+    keys,
+)
+from kvsessions.codec import decode_message, decode_messages, encode_message
 from kvsessions.values import check_json_value
 
 ids = st.text(
@@ -82,6 +89,43 @@ def test_codec_round_trips_json_values_exactly(content: Any, extras: Any, seq: i
     assert _typed(decoded.content) == _typed(content)
     assert _typed(decoded.extras) == _typed(extras)
     assert decoded.timestamp == message.timestamp
+
+
+damage = st.sampled_from(
+    [
+        lambda r: r[:-3],  # truncated
+        lambda r: r[:5] + bytes([r[5] ^ 0x20]) + r[6:],  # a flipped bit
+        lambda r: b"K\x01" + b'{"r": "user"}',  # valid JSON, wrong shape
+        lambda r: b"K\x01" + b'{"r":1,"c":"x","t":0,"x":{},"q":0}',  # a wrong type
+        lambda r: b"K\x09" + r[2:],  # a newer record format
+        lambda r: b"\x80\x04\x95" + r,  # a pickle header
+    ]
+)
+
+
+@given(st.lists(st.tuples(json_values, seqs), max_size=8), st.integers(0, 8), damage)
+def test_batch_decoder_matches_the_single_decoder(
+    items: list[tuple[Any, int]], where: int, broken: Any
+) -> None:
+    records = [encode_message(Message("user", content), seq) for content, seq in items]
+    rows = [(b"k", record) for record in records]
+    singles = [decode_message(record) for record in records]
+    assert [(_typed(m.content), m.seq, m.timestamp) for m in decode_messages(rows)] == [
+        (_typed(m.content), m.seq, m.timestamp) for m in singles
+    ]
+    assert decode_messages(rows) == singles
+    if records:
+        bad = broken(records[where % len(records)])
+        rows[where % len(records)] = (b"k", bad)
+        try:
+            decode_message(bad)
+        except (CorruptRecordError, SchemaVersionError) as exc:
+            expected: type[Exception] = type(exc)
+        else:  # (a flipped bit inside a string can leave a valid record)
+            decode_messages(rows)
+            return
+        with pytest.raises(expected):
+            decode_messages(rows)
 
 
 def _typed(value: Any) -> Any:
