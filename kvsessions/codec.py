@@ -225,7 +225,7 @@ def decode_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Message]:
     structure hook unrolled into one loop (the same checks, a third of the cost); any
     record it does not accept goes through :func:`decode_message`, which says why.
     """
-    messages = []
+    messages: list[Message] = []
     append = messages.append
     loads, new, put = _loads, _new_message, _set_field
     prefix, epoch, delta = _PREFIX, _EPOCH, timedelta
