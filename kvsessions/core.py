@@ -165,11 +165,6 @@ def _fresh_token_prefix() -> None:
 os.register_at_fork(after_in_child=_fresh_token_prefix)
 
 
-def returning(plan: Plan[Any], value: T) -> Plan[T]:
-    yield from plan
-    return value
-
-
 # -- loading ---------------------------------------------------------------------------
 
 
@@ -442,8 +437,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def save(
     session: Session, now: datetime, expect_version: int | None, expiry_us: int | None = None
-) -> Plan[None]:
-    """Commit what ``session`` changed (see the module docstring); raises on refusal."""
+) -> Plan[Session]:
+    """Commit what ``session`` changed (see the module docstring) and return it."""
     sid = session.session_id
     changes = check_session(session)
     base = session._base
@@ -453,7 +448,7 @@ def save(
             "cannot change (create a new session for the other user)"
         )
     if base is not None and not changes and expect_version is None:
-        return  # nothing to write
+        return session  # nothing to write
     now_us = to_micros(now)
     created_us = to_micros(session.created_at) if base is None else base.record.created_at
     session_keys = base.keys if base is not None and base.keys.sid is sid else keys.SessionKeys(sid)
@@ -478,7 +473,7 @@ def save(
             rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
             session.messages[session._synced :] = missed + decode_messages(rows)
             _adopt(session, current_bytes, current, session_keys)  # type: ignore[arg-type]
-            return
+            return session
         if current is not None and expired(current, expiry_us):
             if not fresh:  # our copy is old: someone may have saved it since
                 current_bytes = yield Get(hkey)
@@ -529,6 +524,7 @@ def save(
     session.updated_at = now
     _mark_synced(session, header, record, session_keys)
     session._save_token = None
+    return session
 
 
 def _adopt(

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import core, lifecycle, listing, transfer
 from .codec import to_micros
-from .core import Job, check_window, inactive_since, new_session, returning
+from .core import Job, check_window, inactive_since, new_session
 from .model import Message, Session, SessionPage, SessionStatus
 
 __all__ = ["KVOperations"]
@@ -44,12 +44,12 @@ class KVOperations:
     ) -> Job[Session]:
         session = new_session(user_id, metadata, session_id, self._clock())
         plan = core.save(session, session.created_at, None, self._expiry())
-        return Job(returning(plan, session), write=True)
+        return Job(plan, write=True)
 
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         now = self._clock()
         expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
-        return Job(returning(core.save(session, now, expect_version, expiry_us), session), True)
+        return Job(core.save(session, now, expect_version, expiry_us), write=True)
 
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)
