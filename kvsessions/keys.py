@@ -39,6 +39,7 @@ __all__ = [
     "activity_bucket",
     "activity_key",
     "activity_range",
+    "is_activity_entry",
     "check_id",
     "created_key",
     "created_range",
@@ -138,6 +139,11 @@ def activity_bucket(updated_us: int) -> int:
 
 def activity_key(status: SessionStatus, updated_us: int, sid: str) -> bytes:
     return b"a" + _STATUS_BYTE[status] + _U64.pack(activity_bucket(updated_us)) + _part(sid)
+
+
+def is_activity_entry(key: bytes, status: SessionStatus, updated_us: int) -> bool:
+    """Whether ``key`` (an activity entry) is the one a header with these fields has."""
+    return key[1:2] == _STATUS_BYTE[status] and key[2:10] == _U64.pack(activity_bucket(updated_us))
 
 
 def activity_range(status: SessionStatus, before_us: int | None = None) -> tuple[bytes, bytes]:

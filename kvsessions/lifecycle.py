@@ -22,30 +22,36 @@ __all__ = ["MigrationReport", "archive_inactive", "migrate", "purge_before", "sw
 
 CHUNK = 512  # sessions changed per commit
 
-#: What to do with a chosen session: a commit's parts ``(expect, put, delete, ranges)``.
-Change = Callable[[str, bytes, HeaderRecord], Commit]
+#: What to do with a chosen session, given its index entry, id, header key, header and
+#: decoded header (its own copy): add to the chunk's commit (``expect`` is already set).
+Change = Callable[[bytes, str, bytes, bytes, HeaderRecord, Commit], None]
+_ARCHIVED_ENTRY = keys.activity_key(SessionStatus.ARCHIVED, 0, "-")[:2]
 
 
 def archive_inactive(cutoff_us: int, dry_run: bool = False) -> Plan[int]:
     """Archive active sessions last saved before ``cutoff_us``; how many (or would be)."""
 
-    def archive(sid: str, header: bytes, record: HeaderRecord) -> Commit:
-        new = attrs.evolve(record, status=SessionStatus.ARCHIVED, version=record.version + 1)
-        return Commit(
-            expect={keys.header_key(sid): header},
-            put={
-                keys.header_key(sid): encode_header(new),
-                keys.activity_key(SessionStatus.ARCHIVED, record.updated_at, sid): b"",
-            },
-            delete=(keys.activity_key(record.status, record.updated_at, sid),),
-        )
+    def archive(
+        entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: Commit
+    ) -> None:
+        record.status = SessionStatus.ARCHIVED  # (a copy decoded for this plan alone)
+        record.version += 1
+        into.put[hkey] = encode_header(record)  # type: ignore[index]
+        into.put[_ARCHIVED_ENTRY + entry[2:]] = b""  # type: ignore[index]
+        into.delete.append(entry)  # type: ignore[attr-defined]
 
     return (yield from _walk(SessionStatus.ACTIVE, cutoff_us, archive, dry_run))
 
 
+def _purge(
+    entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: Commit
+) -> None:
+    _merge(into, purge(sid, header, record))
+
+
 def purge_before(status: SessionStatus, cutoff_us: int, dry_run: bool = False) -> Plan[int]:
     """Delete for good the ``status`` sessions last saved before ``cutoff_us``."""
-    return (yield from _walk(status, cutoff_us, purge, dry_run))
+    return (yield from _walk(status, cutoff_us, _purge, dry_run))
 
 
 def sweep(expiry_us: int | None) -> Plan[int]:
@@ -54,7 +60,7 @@ def sweep(expiry_us: int | None) -> Plan[int]:
         return 0
     removed = 0
     for status in SessionStatus:
-        removed += yield from _walk(status, expiry_us, purge, False)
+        removed += yield from _walk(status, expiry_us, _purge, False)
     return removed
 
 
@@ -66,22 +72,24 @@ def _walk(status: SessionStatus, cutoff_us: int, change: Change, dry_run: bool) 
         index = yield Scan(start, stop, limit=CHUNK)
         if not index:
             return done
-        sids = [keys.parse_index_sid(key, 10) for key, _ in index]
-        headers = yield Batch(tuple(Get(keys.header_key(sid)) for sid in sids))
+        hkeys = [b"h" + key[10:] for key, _ in index]  # (an entry ends with the header's id)
+        headers = yield Batch(tuple(Get(hkey) for hkey in hkeys))
         merged = Commit({}, {}, [], [])
+        expect: dict[bytes, bytes | None] = merged.expect  # type: ignore[assignment]
         chosen: list[bytes] = []
-        for (index_key, _), sid, header in zip(index, sids, headers, strict=True):
+        for (entry, _), hkey, header in zip(index, hkeys, headers, strict=True):
             record = decode_header(header) if header is not None else None
-            if record is None or index_key != keys.activity_key(
-                record.status, record.updated_at, sid
+            if record is None or not keys.is_activity_entry(
+                entry, record.status, record.updated_at
             ):
-                merged.delete.append(index_key)  # type: ignore[attr-defined]  # stale entry (session gone or moved)
+                merged.delete.append(entry)  # type: ignore[attr-defined]  # stale entry
                 continue
             if not expired(record, cutoff_us):
                 continue  # saved in the cutoff's own minute, after the cutoff
-            chosen.append(keys.header_key(sid))
+            chosen.append(hkey)
             if not dry_run:
-                _merge(merged, change(sid, header, record))
+                expect[hkey] = header
+                change(entry, keys.parse_index_sid(entry, 10), hkey, header, record, merged)
         start = index[-1][0] + b"\x00"
         if dry_run:
             done += len(chosen)
