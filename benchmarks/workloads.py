@@ -10,10 +10,14 @@ message under a new key and rewriting a ~200-byte header; a create is one transa
 header and two small index keys.
 
 *Read* cases (``load``, ``load_last``, ``messages_last``, ``list``): kvsessions seeds one
-store; the raw side reads a byte-for-byte copy of it (the very records kvsessions wrote)
-with the engine directly and decodes them with orjson into dicts (the "raw + decoder").
-Both sides are checked to return the same number of records before anything is timed.
-Reads do not depend on the durability setting; the stores are opened at "fast".
+store; the raw sides read a byte-for-byte copy of it (the very records kvsessions wrote)
+with the engine directly.  ``raw`` decodes them with kvsessions' own decoders
+(``codec.decode_header`` and the batch ``codec.decode_messages``): DESIGN.md §8's "raw
+read + the same decoder", the reference of the loads and listing targets.  ``rawjson``
+decodes them with plain ``orjson.loads`` into dicts (informational: what a store without
+a model layer would return).  Every side is checked to return the same number of records
+before anything is timed.  Reads do not depend on the durability setting; the stores are
+opened at "fast".
 
 Peers (``peer-*`` stores) are built by :mod:`peers`.
 """
@@ -47,10 +51,12 @@ from kvsessions import (  # noqa: E402
     SQLiteSessionStore,
     keys,
 )
+from kvsessions.codec import decode_header, decode_messages  # noqa: E402
 from kvsessions.model import utcnow  # noqa: E402
 
 __all__ = [
     "DISK_STORES",
+    "RAW_READERS",
     "READ_OPS",
     "STORES",
     "Workload",
@@ -72,6 +78,10 @@ STORES: list[tuple[str, str]] = [
 ]
 DISK_STORES = [pair for pair in STORES if pair[0] != "memory"]
 READ_OPS = ("load", "load_last", "messages_last", "list")
+#: The raw sides of a read case and their decoders: ``raw`` = the engine + kvsessions' own
+#: decoders (DESIGN.md §8's "raw read + the same decoder"), ``rawjson`` = the engine +
+#: plain orjson into dicts (shown for information).
+RAW_READERS = {"raw": "codec", "rawjson": "json"}
 
 #: ~100 characters of message content, as in a short chat turn.
 CONTENT = (
@@ -261,12 +271,14 @@ def _build_reads(
     else:
         target = seed_history(mgr, size)
     works: dict[str, Workload] = {}
-    if "raw" in impls:
+    raws = [impl for impl in impls if impl in RAW_READERS]
+    if raws:
         mgr.close()
         copy_store(store, kvs_path, path / "raw")
         mgr = _manager(store, durability, kvs_path)
         raw = {"lmdb": _LMDBReads, "sqlite": _SQLiteReads}[store](path / "raw")
-        works["raw"] = Workload(raw.op(op, target), raw.close)
+        for impl in raws:  # one handle on the copy (LMDB allows one per process), two decoders
+            works[impl] = Workload(raw.op(op, target, RAW_READERS[impl]), raw.close)
     works["kvs"] = Workload(_kvs_read(mgr, op, target), mgr.close)
     for work in works.values():
         work.setup_s = time.perf_counter() - started
@@ -314,7 +326,7 @@ def _count(result: Any) -> int:
     """Records in a read's result: a session counts its header and its messages."""
     if result is None:
         return 0
-    if isinstance(result, tuple):  # raw: (header dict, [message dicts])
+    if isinstance(result, tuple):  # raw: (header, [messages])
         return 1 + len(result[1])
     if isinstance(result, list):  # sessions, (header, messages) pairs, or messages
         return sum(_count(item) if isinstance(item, tuple) or hasattr(item, "messages") else 1
@@ -322,8 +334,35 @@ def _count(result: Any) -> int:
     return 1 + len(result.messages)  # a Session
 
 
+#: The raw readers' decoders: ``"codec"`` = kvsessions' own (``decode_header`` and the batch
+#: ``decode_messages``), the §8 reference ("raw read + the same decoder"); ``"json"`` =
+#: plain ``orjson.loads`` of each record into dicts (an informational extra).
+DECODERS = ("codec", "json")
+
+
+def _json_header(data: bytes) -> Any:
+    return _loads(data[2:])
+
+
+def _json_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+    return [_loads(value[2:]) for _, value in rows]
+
+
+def _json_values(rows: Iterable[tuple[bytes]]) -> list[Any]:
+    return [_loads(value[2:]) for (value,) in rows]
+
+
+def _decoders(decoder: str) -> tuple[Callable[[bytes], Any], Callable[[Any], list[Any]]]:
+    """(header decoder, decoder of a list of ``(key, value)`` message rows)."""
+    if decoder == "codec":
+        return decode_header, decode_messages
+    if decoder == "json":
+        return _json_header, _json_messages
+    raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+
+
 class _LMDBReads:
-    """Reads of kvsessions' records straight from LMDB, decoded with orjson."""
+    """Reads of kvsessions' records straight from LMDB (``close`` may be called twice)."""
 
     def __init__(self, path: Path) -> None:
         self.env = lmdb.open(
@@ -333,8 +372,10 @@ class _LMDBReads:
     def close(self) -> None:
         self.env.close()
 
-    def op(self, op: str, target: str) -> Callable[[], Any]:
-        env, values = self.env, _lmdb_values
+    def op(self, op: str, target: str, decoder: str = "codec") -> Callable[[], Any]:
+        """``op`` on ``target``, its records decoded by ``decoder`` (see :data:`DECODERS`)."""
+        env, rows_of = self.env, _lmdb_rows
+        header_of, messages_of = _decoders(decoder)
         if op == "list":
             start, stop = keys.user_range(target)
             fixed = len(start) + 8
@@ -344,10 +385,10 @@ class _LMDBReads:
                     index = _lmdb_keys(txn, start, stop)
                     sids = [keys.parse_index_sid(key, fixed) for key in index]
                     found = [
-                        (txn.get(keys.header_key(sid)), values(txn, *keys.message_range(sid)))
+                        (txn.get(keys.header_key(sid)), rows_of(txn, *keys.message_range(sid)))
                         for sid in sids
                     ]
-                return [(_loads(h[2:]), [_loads(v[2:]) for v in rows]) for h, rows in found]
+                return [(header_of(h), messages_of(rows)) for h, rows in found]
 
             return listing
         hkey = keys.header_key(target)
@@ -356,8 +397,8 @@ class _LMDBReads:
 
             def last_messages() -> list[Any]:
                 with env.begin() as txn:
-                    rows = values(txn, first, end, WINDOW)
-                return [_loads(v[2:]) for v in rows]
+                    rows = rows_of(txn, first, end, WINDOW)
+                return messages_of(rows)
 
             return last_messages
         limit = WINDOW if op == "load_last" else None
@@ -365,8 +406,8 @@ class _LMDBReads:
         def load() -> tuple[Any, list[Any]]:
             with env.begin() as txn:
                 header = txn.get(hkey)
-                rows = values(txn, first, end, limit)
-            return _loads(header[2:]), [_loads(v[2:]) for v in rows]
+                rows = rows_of(txn, first, end, limit)
+            return header_of(header), messages_of(rows)
 
         return load
 
@@ -386,30 +427,36 @@ def _lmdb_keys(
     return found
 
 
-def _lmdb_values(
+def _lmdb_rows(
     txn: lmdb.Transaction, start: bytes, stop: bytes, last: int | None = None
-) -> list[bytes]:
-    """Values of ``start <= key < stop``; with ``last``, only the last ones (a reverse scan)."""
+) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` of ``start <= key < stop`` in key order; with ``last``, only the last
+    ones (read by a reverse scan)."""
     cursor, found = txn.cursor(), []
     if last is None:
         if cursor.set_range(start):
-            for key, value in cursor:
-                if key >= stop:
+            for item in cursor:
+                if item[0] >= stop:
                     break
-                found.append(value)
+                found.append(item)
         return found
     more = cursor.prev() if cursor.set_range(stop) else cursor.last()
     while more and len(found) < last:
-        if cursor.key() < start:
+        key = cursor.key()
+        if key < start:
             break
-        found.append(cursor.value())
+        found.append((key, cursor.value()))
         more = cursor.prev()
     found.reverse()
     return found
 
 
 class _SQLiteReads:
-    """Reads of kvsessions' records straight from SQLite, decoded with orjson."""
+    """Reads of kvsessions' records straight from SQLite (``close`` may be called twice).
+
+    kvsessions' decoder takes ``(key, value)`` rows, so its reads select ``k, v``; the
+    plain-JSON ones select only ``v`` (the least they need).
+    """
 
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path / "kv.db", isolation_level=None)
@@ -417,11 +464,16 @@ class _SQLiteReads:
     def close(self) -> None:
         self.conn.close()
 
-    def op(self, op: str, target: str) -> Callable[[], Any]:
+    def op(self, op: str, target: str, decoder: str = "codec") -> Callable[[], Any]:
+        """``op`` on ``target``, its records decoded by ``decoder`` (see :data:`DECODERS`)."""
         execute, t = self.conn.execute, SQLITE_TABLE
+        header_of, messages_of = _decoders(decoder)
+        c = "k, v"
+        if decoder == "json":
+            c, messages_of = "v", _json_values
         get = f"SELECT v FROM {t} WHERE k = ?"
-        scan = f"SELECT v FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
-        last = f"SELECT v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT {WINDOW}"
+        scan = f"SELECT {c} FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
+        last = f"SELECT {c} FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT {WINDOW}"
         if op == "list":
             start, stop = keys.user_range(target)
             fixed = len(start) + 8
@@ -436,7 +488,7 @@ class _SQLiteReads:
                     header = execute(get, (keys.header_key(sid),)).fetchone()[0]
                     found.append((header, execute(scan, keys.message_range(sid)).fetchall()))
                 execute("COMMIT")
-                return [(_loads(h[2:]), [_loads(v[2:]) for (v,) in msgs]) for h, msgs in found]
+                return [(header_of(h), messages_of(msgs)) for h, msgs in found]
 
             return listing
         hkey = keys.header_key(target)
@@ -445,7 +497,8 @@ class _SQLiteReads:
 
             def last_messages() -> list[Any]:
                 rows = execute(last, bounds).fetchall()  # one statement: its own snapshot
-                return [_loads(v[2:]) for (v,) in reversed(rows)]
+                rows.reverse()
+                return messages_of(rows)
 
             return last_messages
         messages = last if op == "load_last" else scan
@@ -457,7 +510,7 @@ class _SQLiteReads:
             execute("COMMIT")
             if op == "load_last":
                 rows.reverse()
-            return _loads(header[2:]), [_loads(v[2:]) for (v,) in rows]
+            return header_of(header), messages_of(rows)
 
         return load
 
