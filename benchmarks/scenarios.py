@@ -7,15 +7,21 @@ their own (``python scenarios.py --worker`` / ``--rss``).
 ``archive``
     ``archive_inactive(days=30)`` over N sessions of which half were last saved 60 days
     ago (seeded as ``create_session`` writes them, by :func:`workloads.bulk_create`), timed
-    against the raw engine scanning the same index range (DESIGN.md §8's raw limit), and
     against the raw engine doing the same archive (same index range, same header and index
-    writes, the same 512 sessions per commit) as a second reference.  Every round works on
-    a fresh copy of the seeded store.
+    writes, the same 512 sessions per commit: the reference of the target), and against
+    the raw engine only scanning that index range (DESIGN.md §8's literal wording, which
+    compares a write-everything operation with a read-only scan: reported, not comparable).
+    Every round works on a fresh copy of the seeded store.
 ``lost_writes``
-    Two processes each run ``load -> add one message -> save`` N times on one session,
-    started together; throughput and how many of the 2N messages the session kept.  The
-    raw limit does the same with the engine directly: a read transaction loading the header
-    and every message (decoded with orjson), then a write transaction that reads the header,
+    Two processes each run ``get_session -> add one message -> save`` N times on one
+    session, started together; throughput and how many of the 2N messages the session
+    kept.  ``op == "lost"`` loads the whole (growing) session every cycle; ``"lost_window"``
+    loads only the header (``get_session(id, messages=0)``; the append still lands after the
+    stored messages).  The raw limit (:class:`_RawAppender`) does the same reads and writes
+    with the engine directly: a read transaction getting the header (and, for "lost", every
+    message), decoded with kvsessions' decoders (``raw``) or plain orjson (``rawjson``,
+    informational); then a write transaction that reads the header and the messages the
+    other process stored since the load (what kvsessions' save reads after a conflict),
     writes the message at the header's next seq and rewrites the header.
 ``rss``
     Peak RSS (``ru_maxrss``) of loading / appending to / reading the last 20 of an
@@ -46,10 +52,12 @@ import orjson
 from workloads import (
     CONTENT,
     LMDB_MAP_SIZE,
+    RAW_READERS,
     SQLITE_TABLE,
     WINDOW,
+    _decoders,
     _lmdb_keys,
-    _lmdb_values,
+    _lmdb_rows,
     _LMDBReads,
     _SQLiteReads,
     bulk_create,
@@ -256,6 +264,7 @@ def lost_writes(spec: dict[str, Any]) -> dict[str, Any]:
                     "url": server.url if server else None,
                     "prefix": f"b{round_}{impl}:",
                     "appends": spec["appends"],
+                    "window": spec.get("op") == "lost_window",
                 }
                 result = _race(job)
                 mine = out.setdefault(impl, {"ops": 0, "seconds": 0.0, "rounds": []})
@@ -347,18 +356,21 @@ def _appender(job: dict[str, Any], worker_number: int | None) -> Any:
 
 
 class _KVSAppender:
+    """``get_session`` (whole, or ``messages=0`` with ``job["window"]``) -> add -> save."""
+
     def __init__(self, job: dict[str, Any], worker_number: int | None) -> None:
         if job["store"] == "redis":
             self.mgr = SessionManager(RedisSessionStore(job["url"], prefix=job["prefix"]))
         else:
             self.mgr = manager(job["store"], job["durability"], Path(job["path"]))
         self.worker = worker_number
+        self.window = 0 if job.get("window") else None
 
     def prepare(self) -> None:
         self.mgr.create_session(user_id="user-1", session_id=SHARED)
 
     def cycle(self, number: int) -> None:
-        session = self.mgr.get_session(SHARED)
+        session = self.mgr.get_session(SHARED, messages=self.window)
         assert session is not None
         session.add_message("user", f"{self.worker}-{number}")
         self.mgr.save(session)
@@ -373,6 +385,7 @@ class _KVSAppender:
 
 
 def _raw_header() -> dict[str, Any]:
+    """A header with kvsessions' header fields (so ``codec.decode_header`` reads it)."""
     now = _now_us()
     return {
         "user_id": "user-1", "created_at": now, "updated_at": now, "status": "active",
@@ -393,12 +406,60 @@ def _raw_appended(header: bytes, text: str) -> tuple[int, bytes, bytes]:
     return seq, _raw_message(text, seq), PREFIX + orjson.dumps(record)
 
 
+def _next_seq(header: Any) -> int:
+    """``next_seq`` of a decoded header (a ``HeaderRecord``, or a plain-JSON dict)."""
+    return header["next_seq"] if type(header) is dict else header.next_seq  # type: ignore[no-any-return]
+
+
 _HKEY = keys.header_key(SHARED)
 _MFIRST, _MEND = keys.message_range(SHARED)
 
 
-class _RawLMDBAppender:
+class _RawAppender:
+    """The raw limit of kvsessions' cycle, doing the same reads and writes per cycle.
+
+    Load: one read transaction getting the header and (unless ``job["window"]``) every
+    message, decoded with kvsessions' decoders (``impl == "raw"``) or plain orjson
+    (``"rawjson"``).  Save: one write transaction that reads the header, reads (and
+    decodes) the messages the other process added since the load -- what kvsessions' save
+    reads after a conflict to keep the held session complete -- then writes the message at
+    the header's next seq and rewrites the header.
+    """
+
     def __init__(self, job: dict[str, Any], worker_number: int | None) -> None:
+        self.worker = worker_number
+        self.window = bool(job.get("window"))
+        self.header_of, self.messages_of = _decoders(RAW_READERS[job["impl"]])
+        self.known = 0  # next_seq as of the last load
+        self.held: list[Any] = []  # the loaded messages (kept, as a caller would)
+
+    def cycle(self, number: int) -> None:
+        header, rows = self._read(not self.window)
+        self.known = _next_seq(self.header_of(header))
+        self.held = self.messages_of(rows)
+        self.held += self._append(f"{self.worker}-{number}")
+
+    def count(self) -> tuple[int, int]:
+        _, rows = self._read(True)
+        contents = [orjson.loads(value[2:])["c"] for _, value in rows]
+        return len(contents), len(set(contents))
+
+    def _missed(self, current_next: int) -> tuple[bytes, bytes] | None:
+        """Key range of the messages stored since our load, if any."""
+        if current_next <= self.known:
+            return None
+        return keys.message_range(SHARED, self.known, current_next)
+
+    def _read(self, messages: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        raise NotImplementedError
+
+    def _append(self, text: str) -> list[Any]:
+        raise NotImplementedError
+
+
+class _RawLMDBAppender(_RawAppender):
+    def __init__(self, job: dict[str, Any], worker_number: int | None) -> None:
+        super().__init__(job, worker_number)
         full = job["durability"] == "full"
         self.env = lmdb.open(
             str(Path(job["path"], "raw.lmdb")),
@@ -407,117 +468,122 @@ class _RawLMDBAppender:
             metasync=full,
             max_dbs=0,
         )
-        self.worker = worker_number
 
     def prepare(self) -> None:
         with self.env.begin(write=True) as txn:
             txn.put(_HKEY, PREFIX + orjson.dumps(_raw_header()))
 
-    def _load(self) -> list[Any]:
+    def _read(self, messages: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         with self.env.begin() as txn:
-            header = txn.get(_HKEY)
-            rows = _lmdb_values(txn, _MFIRST, _MEND)
-        orjson.loads(header[2:])
-        return [orjson.loads(value[2:]) for value in rows]
+            return txn.get(_HKEY), _lmdb_rows(txn, _MFIRST, _MEND) if messages else []
 
-    def cycle(self, number: int) -> None:
-        self._load()
+    def _append(self, text: str) -> list[Any]:
         with self.env.begin(write=True) as txn:
-            seq, message, header = _raw_appended(txn.get(_HKEY), f"{self.worker}-{number}")
+            seq, message, header = _raw_appended(txn.get(_HKEY), text)
+            missed = self._missed(seq)
+            rows = _lmdb_rows(txn, *missed) if missed else []
             txn.put(keys.message_key(SHARED, seq), message)
             txn.put(_HKEY, header)
-
-    def count(self) -> tuple[int, int]:
-        messages = self._load()
-        return len(messages), len({m["c"] for m in messages})
+        return self.messages_of(rows)
 
     def close(self) -> None:
         self.env.close()
 
 
-class _RawSQLiteAppender:
+class _RawSQLiteAppender(_RawAppender):
     def __init__(self, job: dict[str, Any], worker_number: int | None) -> None:
+        super().__init__(job, worker_number)
         self.conn = conn = sqlite3.connect(
             Path(job["path"], "raw.db"), isolation_level=None, timeout=60
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if job['durability'] == 'full' else 'NORMAL'}")
         conn.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
-        self.worker = worker_number
 
     def prepare(self) -> None:
         self.conn.execute(
             "INSERT INTO kv VALUES (?, ?)", (_HKEY, PREFIX + orjson.dumps(_raw_header()))
         )
 
-    def _load(self) -> list[Any]:
+    def _read(self, messages: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         execute = self.conn.execute
+        if not messages:  # one statement: its own snapshot
+            return execute("SELECT v FROM kv WHERE k = ?", (_HKEY,)).fetchone()[0], []
         execute("BEGIN")
         header = execute("SELECT v FROM kv WHERE k = ?", (_HKEY,)).fetchone()[0]
-        rows = execute("SELECT v FROM kv WHERE k >= ? AND k < ? ORDER BY k", (_MFIRST, _MEND))
+        rows = execute("SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k", (_MFIRST, _MEND))
         rows = rows.fetchall()
         execute("COMMIT")
-        orjson.loads(header[2:])
-        return [orjson.loads(value[2:]) for (value,) in rows]
+        return header, rows
 
-    def cycle(self, number: int) -> None:
-        self._load()
+    def _append(self, text: str) -> list[Any]:
         execute = self.conn.execute
         execute("BEGIN IMMEDIATE")
         current = execute("SELECT v FROM kv WHERE k = ?", (_HKEY,)).fetchone()[0]
-        seq, message, header = _raw_appended(current, f"{self.worker}-{number}")
+        seq, message, header = _raw_appended(current, text)
+        missed = self._missed(seq)
+        rows = []
+        if missed:
+            sql = "SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k"
+            rows = execute(sql, missed).fetchall()
         execute("INSERT INTO kv VALUES (?, ?)", (keys.message_key(SHARED, seq), message))
         execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (_HKEY, header))
         execute("COMMIT")
-
-    def count(self) -> tuple[int, int]:
-        messages = self._load()
-        return len(messages), len({m["c"] for m in messages})
+        return self.messages_of(rows)
 
     def close(self) -> None:
         self.conn.close()
 
 
-# One round trip per append, as kvsessions: the server assigns the seq and stores the message.
+# One round trip per append, as kvsessions: the server assigns the seq, stores the message
+# (its record completed with that seq) and returns the messages stored since our load.
 _REDIS_APPEND = """
 local seq = redis.call('HINCRBY', KEYS[1], 'next_seq', 1) - 1
 redis.call('HINCRBY', KEYS[1], 'count', 1)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-redis.call('ZADD', KEYS[2], seq, ARGV[1])
-return seq
+redis.call('ZADD', KEYS[2], seq, ARGV[1] .. seq .. '}')
+local missed = {}
+if seq > tonumber(ARGV[3]) then
+  missed = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[3], seq - 1)
+end
+return {seq, missed}
 """
 
 
-class _RawRedisAppender:
+class _RawRedisAppender(_RawAppender):
+    """Redis: the header is a hash (its fields come back decoded), messages a sorted set
+    scored by seq whose members are kvsessions-shaped message records."""
+
     def __init__(self, job: dict[str, Any], worker_number: int | None) -> None:
         import redis
 
+        super().__init__(job, worker_number)
         self.client = redis.Redis.from_url(job["url"])
         self.append = self.client.register_script(_REDIS_APPEND)
         tag = job["prefix"].encode() + b"{s}"
         self.hkey, self.mkey = tag + b"h", tag + b"m"
-        self.worker = worker_number
 
     def prepare(self) -> None:
         self.client.hset(self.hkey, mapping={"next_seq": 0, "count": 0, "version": 1})
 
-    def _load(self) -> list[Any]:
+    def cycle(self, number: int) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hgetall(self.hkey)
-        pipe.zrange(self.mkey, 0, -1)
-        _, members = pipe.execute()
-        return [orjson.loads(member[2:]) for member in members]
-
-    def cycle(self, number: int) -> None:
-        self._load()
+        if not self.window:
+            pipe.zrange(self.mkey, 0, -1)
+        header, *members = pipe.execute()
+        self.known = int(header[b"next_seq"])
+        self.held = self.messages_of([(m, m) for m in members[0]]) if members else []
         text = f"{self.worker}-{number}"
-        record = PREFIX + orjson.dumps({"r": "user", "c": text, "t": _now_us(), "x": {}})
-        self.append(keys=[self.hkey, self.mkey], args=[record, _now_us()])
+        head = b'%s{"r":"user","c":"%s","t":%d,"x":{},"q":' % (PREFIX, text.encode(), _now_us())
+        _, missed = self.append(keys=[self.hkey, self.mkey], args=[head, _now_us(), self.known])
+        self.held += self.messages_of([(m, m) for m in missed])
 
     def count(self) -> tuple[int, int]:
-        messages = self._load()
-        return len(messages), len({m["c"] for m in messages})
+        members = self.client.zrange(self.mkey, 0, -1)
+        contents = [orjson.loads(member[2:])["c"] for member in members]
+        return len(contents), len(set(contents))
 
     def close(self) -> None:
         self.client.close()
@@ -551,10 +617,14 @@ class _PeerAppender:
 
 # -- peak RSS ----------------------------------------------------------------------------------
 
-RSS_OPS = ["load", "raw_load", "load_last", "messages_last", "append_window", "append_loaded"]
+RSS_OPS = [
+    "load", "raw_load", "raw_load_json", "load_last", "messages_last", "append_window",
+    "append_loaded",
+]  # fmt: skip
 RSS_LABELS = {
     "load": "get_session(id): all messages",
-    "raw_load": "raw read + orjson decode of all",
+    "raw_load": "raw read + kvsessions' decoders of all",
+    "raw_load_json": "raw read + orjson decode of all",
     "load_last": "get_session(id, messages=20)",
     "messages_last": "get_messages(id, 20)",
     "append_window": "get_session(id, messages=20) + add_message + save",
@@ -595,9 +665,11 @@ def _reset_peak() -> bool:
 def rss_child(job: dict[str, Any]) -> dict[str, Any]:
     """One measurement: open, baseline, run the operation once, report the growth (MiB)."""
     store, path, sid, op = job["store"], Path(job["path"]), job["sid"], job["op"]
-    if op == "raw_load":
+    if op in ("raw_load", "raw_load_json"):
         reader = (_LMDBReads if store == "lmdb" else _SQLiteReads)(path)
-        run: Callable[[], Any] = reader.op("load", sid)
+        run: Callable[[], Any] = reader.op(
+            "load", sid, "json" if op == "raw_load_json" else "codec"
+        )
         close = reader.close
     else:
         mgr = manager(store, "fast", path)
