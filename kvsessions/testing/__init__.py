@@ -14,9 +14,11 @@ every test against both the blocking and the asyncio manager::
 
 A user's whole-session store cannot promise what the key-value core does (merging
 concurrent appends, versions); set ``kv_semantics = False`` and those tests are skipped.
-Requires pytest.
+A store that keeps a TTL by the managers' clock can also define ``open_ttl_store``, a
+factory taking the ttl in seconds (the TTL tests are skipped without it).  Tests move
+time with :class:`ManualClock`.  Requires pytest.
 """
 
-from .conformance import StoreConformance, SyncView
+from .conformance import ManualClock, StoreConformance, SyncView
 
-__all__ = ["StoreConformance", "SyncView"]
+__all__ = ["ManualClock", "StoreConformance", "SyncView"]
