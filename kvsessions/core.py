@@ -371,9 +371,10 @@ def check_session(session: Session) -> _Changes:
         keys.check_id(session.session_id, "session_id")
     if base is None or session.user_id is not base.record.user_id:
         keys.check_id(session.user_id, "user_id")
-    for field, value in (("state", session.state), ("metadata", session.metadata)):
-        if type(value) is not dict:
-            raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
+    if type(session.state) is not dict or type(session.metadata) is not dict:
+        field = "state" if type(session.state) is not dict else "metadata"
+        value = getattr(session, field)
+        raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
     state_set, state_del = _dict_changes(session.state, base.state_json if base else b"{}", "state")
     meta_set, meta_del = _dict_changes(
         session.metadata, base.metadata_json if base else b"{}", "metadata"
@@ -623,19 +624,18 @@ def _commit_for(
     state = _merged(current.state if current else {}, changes.state_set, changes.state_del)
     metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
     status = changes.status or (current.status if current else SessionStatus.ACTIVE)
-    record = HeaderRecord(
-        user_id=session.user_id,
-        created_at=current.created_at if current is not None else created_us,
-        updated_at=now_us,
-        status=status,
-        version=(current.version if current is not None else 0) + 1,
-        next_seq=first_seq + len(changes.pending),
-        count=(current.count if current is not None else 0) + len(changes.pending),
-        metadata=metadata,
-        state=state,
-        recent=[*current.recent[1 - RECENT_TOKENS :], token] if current is not None else [token],
-        parent=current.parent if current is not None else session.parent_id,
-    )
+    added = len(changes.pending)
+    if current is not None:  # (positional: this runs once per save)
+        record = HeaderRecord(
+            session.user_id, current.created_at, now_us, status, current.version + 1,
+            first_seq + added, current.count + added, metadata, state,
+            [*current.recent[1 - RECENT_TOKENS :], token], current.parent,
+        )  # fmt: skip
+    else:
+        record = HeaderRecord(
+            session.user_id, created_us, now_us, status, 1, added, added, metadata, state,
+            [token], session.parent_id,
+        )  # fmt: skip
     header = encode_header(record)
     put = {
         session_keys.message(first_seq + i): encode_message(message, first_seq + i)
@@ -649,9 +649,10 @@ def _commit_for(
         put[session_keys.user(session.user_id, record.created_at)] = b""
         put[session_keys.activity(status, now_us)] = b""
         put[session_keys.created(record.created_at)] = b""
-    elif status is not current.status or keys.activity_bucket(
-        current.updated_at
-    ) != keys.activity_bucket(now_us):  # (same status, same minute: the index says so)
+    elif (
+        status is not current.status
+        or current.updated_at // keys.ACTIVITY_BUCKET_US != now_us // keys.ACTIVITY_BUCKET_US
+    ):  # (same status, same minute: the index entry stays as it is)
         delete.append(session_keys.activity(current.status, current.updated_at))
         put[session_keys.activity(status, now_us)] = b""
     return header, record, Commit({session_keys.header: current_bytes}, put, delete)

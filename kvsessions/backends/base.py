@@ -255,7 +255,12 @@ def _single(op: Op) -> Plan[Any]:
 def _apply(txn: Transaction, op: Commit) -> Conflict | None:
     """Check ``op``'s expectations in ``txn`` and, if they hold, write it (no commit)."""
     expect = op.expect
-    if expect:
+    if len(expect) == 1:  # the common case: one session's header
+        for key, value in expect.items():
+            found = txn.get(key)
+            if found != value:
+                return Conflict({key: found})
+    elif expect:
         current = {key: txn.get(key) for key in expect}
         if current != expect:
             return Conflict(current)

@@ -178,8 +178,9 @@ class _LMDBTxn(Transaction):
     ) -> None:
         txn = self._txn
         try:
-            for key in delete:
-                txn.delete(key)
+            if delete:
+                for key in delete:
+                    txn.delete(key)
             if delete_ranges:
                 with txn.cursor() as cursor:
                     for start, stop in delete_ranges:
