@@ -448,7 +448,7 @@ def save(
             f"session {sid!r} belongs to user {base.record.user_id!r}; a session's user_id "
             "cannot change (create a new session for the other user)"
         )
-    if base is not None and not changes and expect_version is None:
+    if base is not None and not changes.pending and expect_version is None and not changes:
         return session  # nothing to write
     now_us = to_micros(now)
     created_us = to_micros(session.created_at) if base is None else base.record.created_at
@@ -475,7 +475,7 @@ def save(
             session.messages[session._synced :] = missed + decode_messages(rows)
             _adopt(session, current_bytes, current, session_keys)  # type: ignore[arg-type]
             return session
-        if current is not None and expired(current, expiry_us):
+        if expiry_us is not None and current is not None and expired(current, expiry_us):
             if not fresh:  # our copy is old: someone may have saved it since
                 current_bytes = yield Get(hkey)
                 current = decode_header(current_bytes) if current_bytes is not None else None
@@ -621,8 +621,14 @@ def _commit_for(
     token: str,
 ) -> tuple[bytes, HeaderRecord, Commit]:
     first_seq = current.next_seq if current is not None else 0
-    state = _merged(current.state if current else {}, changes.state_set, changes.state_del)
-    metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
+    if current is not None and not changes.state_set and not changes.state_del:
+        state = current.state  # (the common case: unchanged, shared with the stored header)
+    else:
+        state = _merged(current.state if current else {}, changes.state_set, changes.state_del)
+    if current is not None and not changes.meta_set and not changes.meta_del:
+        metadata = current.metadata
+    else:
+        metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
     status = changes.status or (current.status if current else SessionStatus.ACTIVE)
     added = len(changes.pending)
     if current is not None:  # (positional: this runs once per save)
