@@ -36,6 +36,7 @@ from .backends.base import (
     LocalBackend,
     Plan,
     answer_rows,
+    backoff,
     step,
 )
 from .core import Job
@@ -290,6 +291,7 @@ async def _drive_local(
     """
     loop = asyncio.get_running_loop()
     answer: Any = None
+    conflicts = 0
     while True:
         if answer_rows(answer) > HEAVY_STEP_ROWS:
             finished, op = await loop.run_in_executor(pool, step, plan, answer)
@@ -301,9 +303,12 @@ async def _drive_local(
             answer = backend.execute(op)
         elif type(op) is Commit:
             answer = await committer.commit(op)
-            if write and type(answer) is Conflict:
-                finish = functools.partial(backend.run, plan, write=True, answer=answer)
-                return await loop.run_in_executor(pool, finish)
+            if type(answer) is Conflict:
+                if write:
+                    finish = functools.partial(backend.run, plan, write=True, answer=answer)
+                    return await loop.run_in_executor(pool, finish)
+                conflicts += 1  # (e.g. update(): its change must not run under the lock)
+                await asyncio.sleep(backoff(conflicts))
         else:
             answer = await loop.run_in_executor(pool, backend.execute, op)
 

@@ -65,7 +65,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 100  # optimistic retries before a save gives up (Redis, with backoff)
+MAX_ATTEMPTS = 100  # optimistic retries of an edit before it gives up (Redis)
+#: A merging save re-bases and retries while others keep winning (each lost round means
+#: another writer's commit went in); only a session changing for this long gives up.
+MAX_SAVE_ATTEMPTS = 10_000
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 RECENT_TOKENS = 8  # saves remembered in a header: a retry after this many others may repeat
 _MISSING: Any = object()
@@ -467,7 +470,7 @@ def save(
     token = session._save_token
     known_next = base.record.next_seq if base is not None else 0
     missed: list[Message] = []
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(MAX_SAVE_ATTEMPTS):
         if current is not None and current is not base_record and token in current.recent:
             # An earlier attempt of this very save committed, but we never heard so (a
             # lost reply, a cancelled task): adopt the stored session, write nothing.
@@ -507,7 +510,7 @@ def save(
             known_next = current.next_seq
     else:
         raise ConflictError(
-            f"session {sid!r} kept changing under {MAX_ATTEMPTS} save attempts; retry later"
+            f"session {sid!r} kept changing under {MAX_SAVE_ATTEMPTS} save attempts; retry later"
         )
     first_seq = record.next_seq - len(changes.pending)
     saved = [

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import abc
 import os
+import random
+import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -174,6 +176,7 @@ class LocalBackend(abc.ABC):
         """
         self._check_usable(plan)
         txn: Transaction | None = None
+        conflicts = 0
         try:
             while True:
                 op = plan.send(answer)
@@ -186,6 +189,11 @@ class LocalBackend(abc.ABC):
                     answer = _commit(txn, op)
                     if answer is None:
                         txn = None
+                    elif not write:  # lost to another writer: let it clear the way
+                        txn.abort()
+                        txn = None
+                        conflicts += 1
+                        time.sleep(backoff(conflicts))
                 elif type(op) is Batch:
                     answer = txn.answer_batch(op.ops)
                 else:
@@ -273,6 +281,15 @@ def _commit(txn: Transaction, op: Commit) -> Conflict | None:
     if answer is None:
         txn.commit()
     return answer
+
+
+def backoff(conflicts: int) -> float:
+    """Seconds to wait after a plan's ``conflicts``-th lost commit: random, growing, capped.
+
+    Many writers on one session all expect the same header and only one wins per round;
+    spreading the retries out keeps any of them from losing every round.
+    """
+    return random.uniform(0, min(0.002, 0.0001 * 2**conflicts))
 
 
 #: A plan step that decodes more records than this runs off the event loop (asyncio).

@@ -46,11 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
 import socket
 import sys
 import threading
-import time
 import zlib
 from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
@@ -86,6 +84,7 @@ from .base import (
     Plan,
     Scan,
     answer_rows,
+    backoff,
     step,
 )
 
@@ -285,13 +284,9 @@ class RedisBackend:
         """Drive ``plan`` with blocking calls, one round trip per operation and node."""
         self._check_open(plan)
         answer: Any = None
-        conflicts = 0
         try:
             while True:
                 answer = self._drive(self._answer(plan.send(answer)))
-                if type(answer) is Conflict:  # lost a race: let the winners clear the way
-                    conflicts += 1
-                    time.sleep(_backoff(conflicts))
         except StopIteration as stop:
             return stop.value
         finally:
@@ -317,7 +312,7 @@ class RedisBackend:
                 answer = await self._drive_async(self._answer(op))
                 if type(answer) is Conflict:  # lost a race: let the winners clear the way
                     conflicts += 1
-                    await asyncio.sleep(_backoff(conflicts))
+                    await asyncio.sleep(backoff(conflicts))
         finally:
             plan.close()
 
@@ -804,15 +799,6 @@ class RedisBackend:
                         raise self._error(node, errors[0])
                 if int(cursor) == 0:
                     break
-
-
-def _backoff(conflicts: int) -> float:
-    """Seconds to wait after a plan's ``conflicts``-th lost commit: random, growing, capped.
-
-    Many writers on one session all expect the same header and only one wins per round;
-    spreading the retries out keeps any of them from losing every round.
-    """
-    return random.uniform(0, min(0.05, 0.0005 * 2**conflicts))
 
 
 def _first(values: list[Any]) -> Any:
