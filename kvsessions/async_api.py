@@ -31,6 +31,7 @@ from typing import IO, Any, TypeVar
 from . import transfer
 from .backends.base import (
     HEAVY_STEP_ROWS,
+    READ_PLAN_BACKOFF_CAP,
     Commit,
     Conflict,
     LocalBackend,
@@ -308,7 +309,7 @@ async def _drive_local(
                     finish = functools.partial(backend.run, plan, write=True, answer=answer)
                     return await loop.run_in_executor(pool, finish)
                 conflicts += 1  # (e.g. update(): its change must not run under the lock)
-                await asyncio.sleep(backoff(conflicts))
+                await asyncio.sleep(backoff(conflicts, READ_PLAN_BACKOFF_CAP))
         else:
             answer = await loop.run_in_executor(pool, backend.execute, op)
 

@@ -363,9 +363,10 @@ def test_update_from_many_tasks_counts_exactly(opener: Opener) -> None:
 
 
 def test_update_with_default_retries_fails_typed_and_stores_nothing(opener: Opener) -> None:
-    """With the default ``retries=10`` a burst of 50 may use up some tasks' retries: those
-    get ``ConflictError`` and must have stored nothing, so the counter equals the number
-    of updates that returned."""
+    """With the default ``retries=10`` a burst of 50 updates nearly all succeed (a lost
+    round waits a random, growing pause, spreading the writers out; without it about
+    half gave up); a ``ConflictError`` must have stored nothing, so the counter equals
+    the updates that returned."""
 
     async def main() -> tuple[int, int, list[BaseException]]:
         (manager,) = managers(opener, 1)
@@ -394,6 +395,7 @@ def test_update_with_default_retries_fails_typed_and_stores_nothing(opener: Open
     n, done, errors = asyncio.run(main())
     assert all(isinstance(e, ConflictError) for e in errors), errors
     assert n == done == TASKS - len(errors)
+    assert len(errors) <= TASKS // 10, f"{len(errors)} of {TASKS} updates gave up"
 
 
 @pytest.mark.parametrize("kind", SAME_PATH_KINDS)

@@ -193,7 +193,7 @@ class LocalBackend(abc.ABC):
                         txn.abort()
                         txn = None
                         conflicts += 1
-                        time.sleep(backoff(conflicts))
+                        time.sleep(backoff(conflicts, READ_PLAN_BACKOFF_CAP))
                 elif type(op) is Batch:
                     answer = txn.answer_batch(op.ops)
                 else:
@@ -283,13 +283,18 @@ def _commit(txn: Transaction, op: Commit) -> Conflict | None:
     return answer
 
 
-def backoff(conflicts: int) -> float:
+#: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per
+#: round: long enough to spread dozens of writers over distinct rounds.
+READ_PLAN_BACKOFF_CAP = 0.05
+
+
+def backoff(conflicts: int, cap: float = 0.002) -> float:
     """Seconds to wait after a plan's ``conflicts``-th lost commit: random, growing, capped.
 
     Many writers on one session all expect the same header and only one wins per round;
     spreading the retries out keeps any of them from losing every round.
     """
-    return random.uniform(0, min(0.002, 0.0001 * 2**conflicts))
+    return random.uniform(0, min(cap, 0.0001 * 2**conflicts))
 
 
 #: A plan step that decodes more records than this runs off the event loop (asyncio).

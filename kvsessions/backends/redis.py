@@ -76,6 +76,7 @@ from ..codec import decode_header
 from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavailableError
 from .base import (
     HEAVY_STEP_ROWS,
+    READ_PLAN_BACKOFF_CAP,
     Batch,
     Commit,
     Conflict,
@@ -301,6 +302,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         answer: Any = None
         conflicts = 0
+        cap = 0.002 if write else READ_PLAN_BACKOFF_CAP  # (update() may wait longer)
         try:
             while True:
                 if executor is not None and answer_rows(answer) > HEAVY_STEP_ROWS:
@@ -312,7 +314,7 @@ class RedisBackend:
                 answer = await self._drive_async(self._answer(op))
                 if type(answer) is Conflict:  # lost a race: let the winners clear the way
                     conflicts += 1
-                    await asyncio.sleep(backoff(conflicts))
+                    await asyncio.sleep(backoff(conflicts, cap))
         finally:
             plan.close()
 
