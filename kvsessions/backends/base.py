@@ -104,6 +104,8 @@ Plan = Generator[Op, Any, T]
 class Transaction(abc.ABC):
     """One engine transaction, used by a single thread, never across an ``await``."""
 
+    __slots__ = ()
+
     @abc.abstractmethod
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -174,7 +176,8 @@ class LocalBackend(abc.ABC):
         ``answer`` resumes a plan that another driver started: it is the answer to the
         plan's last operation (the asyncio manager hands over a save that lost a race).
         """
-        self._check_usable(plan)
+        if self._closed or self._forks != _forks[0]:
+            self._check_usable(plan)
         txn: Transaction | None = None
         conflicts = 0
         try:

@@ -133,6 +133,8 @@ class LMDBBackend(LocalBackend):
 
 
 class _LMDBTxn(Transaction):
+    __slots__ = ("_backend", "_done", "_txn")
+
     def __init__(self, txn: lmdb.Transaction, backend: LMDBBackend) -> None:
         self._txn = txn
         self._backend = backend
