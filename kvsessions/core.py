@@ -144,9 +144,9 @@ def purge(session_id: str, header: bytes, record: HeaderRecord) -> Commit:
         expect={session_keys.header: header},
         delete=(
             session_keys.header,
-            session_keys.user(record.user_id, record.created_at),
-            session_keys.activity(record.status, record.updated_at),
-            session_keys.created(record.created_at),
+            *session_keys.index_entries(
+                record.user_id, record.created_at, record.status, record.updated_at
+            ),
         ),
         delete_ranges=(keys.message_range(session_id),),
     )
@@ -655,9 +655,8 @@ def _commit_for(
     if current is None:
         if record.parent is not None:
             keys.check_id(record.parent, "parent_id")
-        put[session_keys.user(session.user_id, record.created_at)] = b""
-        put[session_keys.activity(status, now_us)] = b""
-        put[session_keys.created(record.created_at)] = b""
+        for entry in session_keys.index_entries(session.user_id, record.created_at, status, now_us):
+            put[entry] = b""
     elif (
         status is not current.status
         or current.updated_at // keys.ACTIVITY_BUCKET_US != now_us // keys.ACTIVITY_BUCKET_US

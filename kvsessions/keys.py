@@ -191,6 +191,16 @@ class SessionKeys:
     def created(self, created_us: int) -> bytes:
         return CREATED_SPACE + _U64.pack(created_us) + self._tail
 
+    def index_entries(
+        self, user_id: str, created_us: int, status: SessionStatus, updated_us: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """Every index entry that names this session: by user, by activity, by creation."""
+        return (
+            self.user(user_id, created_us),
+            self.activity(status, updated_us),
+            self.created(created_us),
+        )
+
 
 # -- families: the ordered groups of keys the core scans (used by remote backends) -------
 

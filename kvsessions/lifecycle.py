@@ -22,9 +22,29 @@ __all__ = ["MigrationReport", "archive_inactive", "migrate", "purge_before", "sw
 
 CHUNK = 512  # sessions changed per commit
 
+
+@attrs.define(slots=True)
+class _Chunk:
+    """The writes of one chunk, collected into a single commit."""
+
+    expect: dict[bytes, bytes | None] = attrs.field(factory=dict)
+    put: dict[bytes, bytes] = attrs.field(factory=dict)
+    delete: list[bytes] = attrs.field(factory=list)
+    ranges: list[tuple[bytes, bytes]] = attrs.field(factory=list)
+
+    def add(self, commit: Commit) -> None:
+        self.expect.update(commit.expect)
+        self.put.update(commit.put)
+        self.delete.extend(commit.delete)
+        self.ranges.extend(commit.delete_ranges)
+
+    def commit(self) -> Commit:
+        return Commit(self.expect, self.put, self.delete, self.ranges)
+
+
 #: What to do with a chosen session, given its index entry, id, header key, header and
-#: decoded header (its own copy): add to the chunk's commit (``expect`` is already set).
-Change = Callable[[bytes, str, bytes, bytes, HeaderRecord, Commit], None]
+#: decoded header (its own copy): add to the chunk (``expect`` is already set).
+Change = Callable[[bytes, str, bytes, bytes, HeaderRecord, _Chunk], None]
 _ARCHIVED_ENTRY = keys.activity_key(SessionStatus.ARCHIVED, 0, "-")[:2]
 
 
@@ -32,21 +52,21 @@ def archive_inactive(cutoff_us: int, dry_run: bool = False) -> Plan[int]:
     """Archive active sessions last saved before ``cutoff_us``; how many (or would be)."""
 
     def archive(
-        entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: Commit
+        entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: _Chunk
     ) -> None:
         record.status = SessionStatus.ARCHIVED  # (a copy decoded for this plan alone)
         record.version += 1
-        into.put[hkey] = encode_header(record)  # type: ignore[index]
-        into.put[_ARCHIVED_ENTRY + entry[2:]] = b""  # type: ignore[index]
-        into.delete.append(entry)  # type: ignore[attr-defined]
+        into.put[hkey] = encode_header(record)
+        into.put[_ARCHIVED_ENTRY + entry[2:]] = b""
+        into.delete.append(entry)
 
     return (yield from _walk(SessionStatus.ACTIVE, cutoff_us, archive, dry_run))
 
 
 def _purge(
-    entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: Commit
+    entry: bytes, sid: str, hkey: bytes, header: bytes, record: HeaderRecord, into: _Chunk
 ) -> None:
-    _merge(into, purge(sid, header, record))
+    into.add(purge(sid, header, record))
 
 
 def purge_before(status: SessionStatus, cutoff_us: int, dry_run: bool = False) -> Plan[int]:
@@ -74,40 +94,32 @@ def _walk(status: SessionStatus, cutoff_us: int, change: Change, dry_run: bool) 
             return done
         hkeys = [b"h" + key[10:] for key, _ in index]  # (an entry ends with the header's id)
         headers = yield Batch(tuple(Get(hkey) for hkey in hkeys))
-        merged = Commit({}, {}, [], [])
-        expect: dict[bytes, bytes | None] = merged.expect  # type: ignore[assignment]
+        chunk = _Chunk()
         chosen: list[bytes] = []
         for (entry, _), hkey, header in zip(index, hkeys, headers, strict=True):
             record = decode_header(header) if header is not None else None
             if record is None or not keys.is_activity_entry(
                 entry, record.status, record.updated_at
             ):
-                merged.delete.append(entry)  # type: ignore[attr-defined]  # stale entry
+                chunk.delete.append(entry)  # a stale entry
                 continue
             if not expired(record, cutoff_us):
                 continue  # saved in the cutoff's own minute, after the cutoff
             chosen.append(hkey)
             if not dry_run:
-                expect[hkey] = header
-                change(entry, keys.parse_index_sid(entry, 10), hkey, header, record, merged)
+                chunk.expect[hkey] = header
+                change(entry, keys.parse_index_sid(entry, 10), hkey, header, record, chunk)
         start = index[-1][0] + b"\x00"
         if dry_run:
             done += len(chosen)
             continue
-        answer = yield merged
+        answer = yield chunk.commit()
         if answer is None:
             done += len(chosen)
         else:  # changed meanwhile (or a store committing per slot applied part): recount
             after = yield Batch(tuple(Get(hkey) for hkey in chosen))
-            done += sum(now != merged.expect[hkey] for hkey, now in zip(chosen, after, strict=True))
+            done += sum(now != chunk.expect[hkey] for hkey, now in zip(chosen, after, strict=True))
             start = chunk_start  # and read this chunk again
-
-
-def _merge(into: Commit, commit: Commit) -> None:
-    into.expect.update(commit.expect)  # type: ignore[attr-defined]
-    into.put.update(commit.put)  # type: ignore[attr-defined]
-    into.delete.extend(commit.delete)  # type: ignore[attr-defined]
-    into.delete_ranges.extend(commit.delete_ranges)  # type: ignore[attr-defined]
 
 
 # -- layout migration --------------------------------------------------------------------

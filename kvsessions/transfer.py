@@ -234,9 +234,8 @@ def _records(session: Session, session_keys: keys.SessionKeys) -> dict[bytes, by
     )
     put = {session_keys.message(m.seq): encode_message(m, m.seq) for m in session.messages}  # type: ignore[arg-type]
     put[session_keys.header] = encode_header(record)
-    put[session_keys.user(session.user_id, created_us)] = b""
-    put[session_keys.activity(status, updated_us)] = b""
-    put[session_keys.created(created_us)] = b""
+    for entry in session_keys.index_entries(session.user_id, created_us, status, updated_us):
+        put[entry] = b""
     return put
 
 

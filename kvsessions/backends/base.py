@@ -289,9 +289,11 @@ def _commit(txn: Transaction, op: Commit) -> Conflict | None:
 #: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per
 #: round: long enough to spread dozens of writers over distinct rounds.
 READ_PLAN_BACKOFF_CAP = 0.05
+#: A save that lost a race waits at most this long (Redis, asyncio): a short spread.
+SAVE_BACKOFF_CAP = 0.002
 
 
-def backoff(conflicts: int, cap: float = 0.002) -> float:
+def backoff(conflicts: int, cap: float = SAVE_BACKOFF_CAP) -> float:
     """Seconds to wait after a plan's ``conflicts``-th lost commit: random, growing, capped.
 
     Many writers on one session all expect the same header and only one wins per round;

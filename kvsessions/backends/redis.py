@@ -77,6 +77,7 @@ from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavai
 from .base import (
     HEAVY_STEP_ROWS,
     READ_PLAN_BACKOFF_CAP,
+    SAVE_BACKOFF_CAP,
     Batch,
     Commit,
     Conflict,
@@ -302,7 +303,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         answer: Any = None
         conflicts = 0
-        cap = 0.002 if write else READ_PLAN_BACKOFF_CAP  # (update() may wait longer)
+        cap = SAVE_BACKOFF_CAP if write else READ_PLAN_BACKOFF_CAP  # (update() waits longer)
         try:
             while True:
                 if executor is not None and answer_rows(answer) > HEAVY_STEP_ROWS:
