@@ -215,18 +215,11 @@ class StoreCallOperations:
     ) -> Any:
         ranked = []
         for session in list((yield call) or ()):
-            if session.status not in statuses:
-                continue
-            moment = session.updated_at if order == "activity" else session.created_at
-            rank = to_micros(moment).to_bytes(8, "big") + session.session_id.encode()
-            if position is None or rank < position:
+            if session.status in statuses:
                 _loaded(session)
-                ranked.append((rank, session))
-        ranked.sort(key=lambda item: item[0], reverse=True)
-        page = ranked[:limit]
-        more = len(ranked) > limit
-        cursor = listing.encode_cursor(query, page[-1][0]) if more else None
-        return SessionPage([session for _, session in page], cursor)
+                moment = session.updated_at if order == "activity" else session.created_at
+                ranked.append((listing.rank(to_micros(moment), session.session_id), session))
+        return SessionPage(*listing.page_of(ranked, limit, query, position))
 
     def fork(self, session_id: str, at_seq: int | None, new_session_id: str | None) -> Job[Any]:
         if new_session_id is not None:

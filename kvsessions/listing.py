@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 from . import keys
 from .backends.base import Batch, Get, Plan, Scan
@@ -24,6 +24,7 @@ from .model import Session, SessionPage, SessionStatus
 
 __all__ = ["ORDERS", "check_listing", "list_sessions"]
 
+T = TypeVar("T")
 ORDERS = ("activity", "created")
 MAX_LIMIT = 10_000
 _U64 = struct.Struct(">Q")
@@ -158,11 +159,23 @@ def _user_by_activity(
             continue
         if expired(record, expiry_us):
             continue
-        rank = _U64.pack(record.updated_at) + sid.encode("utf-8")
-        if position is None or rank < position:
-            ranked.append((rank, sid, header, record))
+        ranked.append((rank(record.updated_at, sid), (sid, header, record)))
+    page, cursor = page_of(ranked, limit, query, position)  # sessions built for the page only
+    return SessionPage([build_session(sid, h, (), r) for sid, h, r in page], cursor)
+
+
+def rank(micros: int, session_id: str) -> bytes:
+    """A session's place in a listing sorted in memory: its time, then its id."""
+    return _U64.pack(micros) + session_id.encode("utf-8")
+
+
+def page_of(
+    ranked: list[tuple[bytes, T]], limit: int, query: bytes, position: bytes | None
+) -> tuple[list[T], str | None]:
+    """The page after ``position`` of items ranked in memory, newest first, and a cursor."""
+    if position is not None:
+        ranked = [item for item in ranked if item[0] < position]
     ranked.sort(reverse=True, key=lambda item: item[0])
     page = ranked[:limit]
-    sessions = [build_session(sid, header, (), record) for _, sid, header, record in page]
-    more = len(ranked) > limit
-    return SessionPage(sessions, encode_cursor(query, page[-1][0]) if more else None)
+    cursor = encode_cursor(query, page[-1][0]) if len(ranked) > limit else None
+    return [item for _, item in page], cursor
