@@ -136,7 +136,7 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
         "user_id": header.user_id,
         "created_at": header.created_at,
         "updated_at": header.updated_at,
-        "status": header.status.value,
+        "status": _STATUS_TEXT[header.status],
         "version": header.version,
         "next_seq": header.next_seq,
         "count": header.count,
@@ -147,7 +147,41 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
     }
 
 
+#: Status -> stored text (faster than the enum's ``.value`` property).
+_STATUS_TEXT = {status: status.value for status in SessionStatus}
+
+
 def _structure_header(record: Any, _: Any) -> HeaderRecord:
+    # the common case, checked in a few C-level comparisons (every load and every lost
+    # save decodes a header): the fields in the order this module writes them, each of
+    # its type; anything else goes through the checks below, which name what is wrong
+    if type(record) is dict:
+        names = tuple(record)
+        if names in (_HEADER_NAMES, _HEADER_NAMES_PARENT):
+            kinds = tuple(map(type, record.values()))
+            if kinds in (_HEADER_KINDS, _HEADER_KINDS_PARENT):
+                status = _STATUS.get(record["status"])
+                if status is not None:
+                    return HeaderRecord(
+                        record["user_id"], record["created_at"], record["updated_at"], status,
+                        record["version"], record["next_seq"], record["count"],
+                        record["metadata"], record["state"], record["recent"],
+                        record.get("parent"),
+                    )  # fmt: skip
+    return _structure_header_checked(record)
+
+
+_HEADER_NAMES = tuple(_HEADER_FIELDS)
+_HEADER_NAMES_PARENT = (*_HEADER_NAMES, "parent")
+_HEADER_KINDS = tuple(_HEADER_FIELDS.values())
+_HEADER_KINDS_PARENT = (*_HEADER_KINDS, str)
+
+
+#: Stored status text -> status (a dict lookup; calling the enum is ten times dearer).
+_STATUS = {status.value: status for status in SessionStatus}
+
+
+def _structure_header_checked(record: Any) -> HeaderRecord:
     if type(record) is not dict or record.keys() != _HEADER_FIELDS.keys():
         if type(record) is not dict or record.keys() != _HEADER_FIELDS.keys() | {"parent"}:
             raise TypeError(

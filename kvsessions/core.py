@@ -48,7 +48,15 @@ from .errors import (
     SessionNotFoundError,
     StoreConfigError,
 )
-from .model import Message, Session, SessionStatus, SyncBase, new_session_id, stored_message
+from .model import (
+    Message,
+    Session,
+    SessionStatus,
+    SyncBase,
+    new_session_id,
+    stored_message,
+    stored_session,
+)
 from .values import check_json_value
 
 __all__ = [
@@ -184,11 +192,12 @@ def load(
 
     A session whose TTL ran out (``expiry_us``) is removed on the spot and not returned.
     """
-    keys.check_id(session_id, "session_id")
-    scan = Scan(*keys.message_range(session_id), limit=last, reverse=last is not None)
-    header, rows = yield Batch((Get(keys.header_key(session_id)), scan))
+    session_keys = keys.SessionKeys(session_id)
+    scan = Scan(*session_keys.messages(), last, last is not None)
+    header, rows = yield Batch((Get(session_keys.header), scan))
     if header is None:
         return None
+    record = None
     if expiry_us is not None:
         record = decode_header(header)
         if expired(record, expiry_us):
@@ -196,7 +205,7 @@ def load(
             return None
     if last is not None:
         rows.reverse()
-    return build_session(session_id, header, rows)
+    return build_session(session_id, header, rows, record, session_keys)
 
 
 def messages_window(
@@ -276,21 +285,24 @@ def build_session(
     header: bytes,
     rows: Iterable[tuple[bytes, bytes]],
     record: HeaderRecord | None = None,
+    session_keys: keys.SessionKeys | None = None,
 ) -> Session:
     """A session from its stored header and message rows (in seq order)."""
     record = decode_header(header) if record is None else record
-    session = Session(
-        session_id=session_id,
-        user_id=record.user_id,
-        metadata=dict(record.metadata),
-        messages=decode_messages(rows),
-        state=dict(record.state),
-        status=record.status,
-        created_at=from_micros(record.created_at),
-        updated_at=from_micros(record.updated_at),
-        parent_id=record.parent,
+    session = stored_session(
+        session_id,
+        record.user_id,
+        dict(record.metadata),
+        decode_messages(rows),
+        dict(record.state),
+        record.status,
+        from_micros(record.created_at),
+        from_micros(record.updated_at),
+        record.parent,
     )
-    _mark_synced(session, header, record, keys.SessionKeys(session_id))
+    if session_keys is None:
+        session_keys = keys.SessionKeys(session_id)
+    _mark_synced(session, header, record, session_keys)
     return session
 
 
@@ -367,30 +379,30 @@ class _Changes:
 
 def check_session(session: Session) -> _Changes:
     """Validate a session about to be saved and return what it changed (any store)."""
-    if not isinstance(session, Session):
+    if type(session) is not Session and not isinstance(session, Session):
         raise InvalidSessionError(f"save() takes a Session, got {type(session).__name__}")
     base = session._base
     if base is None or session.session_id is not base.keys.sid:
         keys.check_id(session.session_id, "session_id")
     if base is None or session.user_id is not base.record.user_id:
         keys.check_id(session.user_id, "user_id")
-    if type(session.state) is not dict or type(session.metadata) is not dict:
-        field = "state" if type(session.state) is not dict else "metadata"
+    state, metadata = session.state, session.metadata
+    if type(state) is not dict or type(metadata) is not dict:
+        field = "state" if type(state) is not dict else "metadata"
         value = getattr(session, field)
         raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
-    state_set, state_del = _dict_changes(session.state, base.state_json if base else b"{}", "state")
-    meta_set, meta_del = _dict_changes(
-        session.metadata, base.metadata_json if base else b"{}", "metadata"
-    )
+    state_set, state_del = _dict_changes(state, base.state_json if base else b"{}", "state")
+    meta_set, meta_del = _dict_changes(metadata, base.metadata_json if base else b"{}", "metadata")
     pending = session.messages[session._synced :]
     for message in pending:
-        if not isinstance(message, Message):
+        if type(message) is not Message and not isinstance(message, Message):
             raise InvalidSessionError(
                 "session.messages may only hold Message objects; use "
                 f"session.add_message(), got {type(message).__name__}"
             )
-        if type(message.role) is not str or not message.role:
-            raise InvalidSessionError(f"message role must be a non-empty str, got {message.role!r}")
+        role = message.role
+        if type(role) is not str or not role:
+            raise InvalidSessionError(f"message role must be a non-empty str, got {role!r}")
         if type(message.content) is not str:
             check_json_value(message.content, "message content")
         if message.extras:
@@ -408,13 +420,17 @@ def check_session(session: Session) -> _Changes:
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
 
 
+#: What ``_dict_changes`` answers for an untouched dict (never mutated by the callers).
+_UNCHANGED: tuple[dict[str, Any], list[str]] = ({}, [])
+
+
 def _dict_changes(
     current: dict[str, Any], snapshot_json: bytes, where: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Keys of ``current`` that differ from the JSON snapshot, and keys it no longer has."""
     try:
         if orjson.dumps(current) == snapshot_json:
-            return {}, []  # the common case: untouched, decided without a per-key walk
+            return _UNCHANGED  # the common case: untouched, decided without a per-key walk
     except TypeError:
         pass  # a value JSON cannot hold: the walk below names it
     base = orjson.loads(snapshot_json)
@@ -493,7 +509,13 @@ def save(
             current_bytes = None if gone is None else gone.current[hkey]
             current = None if current_bytes is None else decode_header(current_bytes)
             continue
-        _check_can_save(session, base, current, changes, expect_version)
+        if (
+            current is None
+            or current is not base_record
+            or expect_version is not None
+            or current.status is not SessionStatus.ACTIVE
+        ):  # (else: the header we loaded, active, as the session expects: nothing to check)
+            _check_can_save(session, base, current, changes, expect_version)
         header, record, commit = _commit_for(
             session, session_keys, current, current_bytes, changes, now_us, created_us, token
         )

@@ -67,6 +67,7 @@ MIGRATE_KEY = b"!migrate"
 #: The key layout's version, stored under FORMAT_KEY.  1: no creation index; 2: adds it.
 STORE_FORMAT = 2
 _U64 = struct.Struct(">Q")
+_ZERO_SEQ = _U64.pack(0)
 _STATUS_BYTE = {SessionStatus.ACTIVE: b"A", SessionStatus.ARCHIVED: b"R"}
 
 
@@ -181,6 +182,11 @@ class SessionKeys:
 
     def message(self, seq: int) -> bytes:
         return self._message_prefix + _U64.pack(seq)
+
+    def messages(self) -> tuple[bytes, bytes]:
+        """The range of all this session's message keys (as :func:`message_range`)."""
+        prefix = self._message_prefix
+        return prefix + _ZERO_SEQ, prefix[:-1] + b"\x01"
 
     def activity(self, status: SessionStatus, updated_us: int) -> bytes:
         return b"a" + _STATUS_BYTE[status] + _U64.pack(activity_bucket(updated_us)) + self._tail

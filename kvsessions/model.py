@@ -136,7 +136,8 @@ class Session:
                 f"message role must be a non-empty str (e.g. 'user'), got {role!r}"
             )
         check_json_value(content, "message content")
-        check_json_value(extras, "message extras")
+        if extras:
+            check_json_value(extras, "message extras")
         message = stored_message(role, content, utcnow(), extras, None)
         self.messages.append(message)
         return message
@@ -175,6 +176,38 @@ class Session:
     def is_saved(self) -> bool:
         """True once the session has been loaded from or saved to a store."""
         return self._base is not None
+
+
+def stored_session(
+    session_id: str,
+    user_id: str,
+    metadata: dict[str, Any],
+    messages: list[Message],
+    state: dict[str, Any],
+    status: SessionStatus,
+    created_at: datetime,
+    updated_at: datetime,
+    parent_id: str | None,
+) -> Session:
+    """A :class:`Session` from already-checked stored fields (internal; skips ``__init__``).
+
+    Every load builds one; the caller then records what was loaded (``_base``).
+    """
+    session = _new_object(Session)
+    session.session_id = session_id
+    session.user_id = user_id
+    session.metadata = metadata
+    session.messages = messages
+    session.state = state
+    session.status = status
+    session.created_at = created_at
+    session.updated_at = updated_at
+    session.parent_id = parent_id
+    session._base = None
+    session._synced = 0
+    session._unloaded = 0
+    session._save_token = None
+    return session
 
 
 @attrs.frozen(slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +17,16 @@ from kvsessions import (
     SchemaVersionError,
     keys,
 )
-from kvsessions.codec import decode_message, decode_messages, encode_message
+from kvsessions.codec import (
+    HeaderRecord,
+    _structure_header_checked,
+    decode_header,
+    decode_message,
+    decode_messages,
+    encode_header,
+    encode_message,
+)
+from kvsessions.model import SessionStatus
 from kvsessions.values import check_json_value
 
 ids = st.text(
@@ -126,6 +136,52 @@ def test_batch_decoder_matches_the_single_decoder(
             return
         with pytest.raises(expected):
             decode_messages(rows)
+
+
+header_fields = st.fixed_dictionaries(
+    {
+        "user_id": ids,
+        "created_at": seqs,
+        "updated_at": seqs,
+        "status": st.sampled_from(list(SessionStatus)),
+        "version": seqs,
+        "next_seq": seqs,
+        "count": seqs,
+        "metadata": st.dictionaries(st.text(), json_values, max_size=3),
+        "state": st.dictionaries(st.text(), json_values, max_size=3),
+        "recent": st.lists(st.text(max_size=20), max_size=8),
+        "parent": st.none() | ids,
+    }
+)
+header_damage = st.sampled_from(
+    [
+        lambda d: d,  # intact
+        lambda d: {k: v for k, v in d.items() if k != "state"},  # a field missing
+        lambda d: {**d, "extra": 1},  # a field too many
+        lambda d: {**d, "version": str(d["version"])},  # a wrong type
+        lambda d: {**d, "status": "deleted"},  # an unknown status
+        lambda d: {**d, "parent": 7},  # a parent that is not text
+        lambda d: {**d, "count": True},  # bool is not int
+        lambda d: dict(reversed(list(d.items()))),  # fields in another order
+        lambda d: {**d, "metadata": [1]},  # metadata not an object
+        lambda d: [d],  # not an object at all
+    ]
+)
+
+
+@given(header_fields, header_damage)
+def test_header_decoder_fast_path_matches_the_checked_one(fields: Any, broken: Any) -> None:
+    record = HeaderRecord(**fields)
+    assert decode_header(encode_header(record)) == record
+    stored = orjson.loads(encode_header(record)[2:])
+    payload = b"K\x01" + orjson.dumps(broken(stored))
+    try:
+        expected = _structure_header_checked(orjson.loads(payload[2:]))
+    except Exception:
+        with pytest.raises(CorruptRecordError):
+            decode_header(payload)
+    else:
+        assert decode_header(payload) == expected
 
 
 def _typed(value: Any) -> Any:

@@ -180,27 +180,34 @@ class LocalBackend(abc.ABC):
             self._check_usable(plan)
         txn: Transaction | None = None
         conflicts = 0
+        send = plan.send
         try:
             while True:
-                op = plan.send(answer)
-                if type(op) is Commit and not write and txn is not None:
-                    txn.abort()  # a read plan that decides to write: optimistic from here
-                    txn = None
-                if txn is None:
-                    txn = self._begin(write or type(op) is Commit)
-                if type(op) is Commit:
-                    answer = _commit(txn, op)
+                op = send(answer)
+                kind = type(op)
+                if kind is Commit:
+                    if txn is None:
+                        txn = self._begin(True)
+                    elif not write:  # a read plan that decides to write: optimistic from here
+                        txn.abort()
+                        txn = self._begin(True)
+                    answer = _apply(txn, op)  # type: ignore[arg-type]
                     if answer is None:
+                        txn.commit()
                         txn = None
                     elif not write:  # lost to another writer: let it clear the way
                         txn.abort()
                         txn = None
                         conflicts += 1
                         time.sleep(backoff(conflicts, READ_PLAN_BACKOFF_CAP))
-                elif type(op) is Batch:
-                    answer = txn.answer_batch(op.ops)
                 else:
-                    answer = txn.answer(op)  # type: ignore[arg-type]
+                    if txn is None:
+                        txn = self._begin(write)
+                    answer = (
+                        txn.answer_batch(op.ops)  # type: ignore[union-attr]
+                        if kind is Batch
+                        else txn.answer(op)  # type: ignore[arg-type]
+                    )
         except StopIteration as stop:
             return stop.value
         finally:
@@ -277,13 +284,6 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | None:
             return Conflict(current)
     txn.write(op.put, op.delete, op.delete_ranges)
     return None
-
-
-def _commit(txn: Transaction, op: Commit) -> Conflict | None:
-    answer = _apply(txn, op)
-    if answer is None:
-        txn.commit()
-    return answer
 
 
 #: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per
