@@ -534,12 +534,12 @@ def save(
         raise ConflictError(
             f"session {sid!r} kept changing under {MAX_SAVE_ATTEMPTS} save attempts; retry later"
         )
-    first_seq = record.next_seq - len(changes.pending)
-    saved = [
-        stored_message(m.role, m.content, m.timestamp, m.extras, first_seq + i)
-        for i, m in enumerate(changes.pending)
-    ]
-    session.messages[session._synced :] = missed + saved
+    seq = record.next_seq - len(changes.pending)
+    saved = missed
+    for m in changes.pending:  # the pending messages again, now with their seqs
+        saved.append(stored_message(m.role, m.content, m.timestamp, m.extras, seq))
+        seq += 1
+    session.messages[session._synced :] = saved
     if changes.state_set or changes.state_del or current is not base_record:
         session.state.clear()
         session.state.update(record.state)
@@ -668,10 +668,11 @@ def _commit_for(
             [token], session.parent_id,
         )  # fmt: skip
     header = encode_header(record)
-    put = {
-        session_keys.message(first_seq + i): encode_message(message, first_seq + i)
-        for i, message in enumerate(changes.pending)
-    }
+    put = {}
+    seq, message_key = first_seq, session_keys.message
+    for message in changes.pending:  # (a loop: a comprehension costs a call per save)
+        put[message_key(seq)] = encode_message(message, seq)
+        seq += 1
     put[session_keys.header] = header
     delete = []
     if current is None:
