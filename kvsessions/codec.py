@@ -23,7 +23,9 @@ from .errors import CorruptRecordError, InvalidValueError, SchemaVersionError
 from .model import Message, SessionStatus, stored_message
 
 _new_message = object.__new__
-_set_field = object.__setattr__
+_MESSAGE_SETTERS = tuple(
+    Message.__dict__[name].__set__ for name in ("role", "content", "timestamp", "extras", "seq")
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -261,7 +263,8 @@ def decode_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Message]:
     """
     messages: list[Message] = []
     append = messages.append
-    loads, new, put = _loads, _new_message, _set_field
+    loads, new = _loads, _new_message
+    set_role, set_content, set_timestamp, set_extras, set_seq = _MESSAGE_SETTERS
     prefix, epoch, delta = _PREFIX, _EPOCH, timedelta
     for _, data in rows:
         try:
@@ -283,11 +286,11 @@ def decode_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Message]:
             append(decode_message(data))
             continue
         message = new(Message)
-        put(message, "role", role)
-        put(message, "content", content)
-        put(message, "timestamp", epoch + delta(0, 0, micros))
-        put(message, "extras", extras)
-        put(message, "seq", seq)
+        set_role(message, role)
+        set_content(message, content)
+        set_timestamp(message, epoch + delta(0, 0, micros))
+        set_extras(message, extras)
+        set_seq(message, seq)
         append(message)
     return messages
 

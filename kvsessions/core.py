@@ -391,8 +391,21 @@ def check_session(session: Session) -> _Changes:
         field = "state" if type(state) is not dict else "metadata"
         value = getattr(session, field)
         raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
-    state_set, state_del = _dict_changes(state, base.state_json if base else b"{}", "state")
-    meta_set, meta_del = _dict_changes(metadata, base.metadata_json if base else b"{}", "metadata")
+    try:  # the common case first: neither touched since the last sync
+        untouched = (
+            base is not None
+            and orjson.dumps(state) == base.state_json
+            and orjson.dumps(metadata) == base.metadata_json
+        )
+    except TypeError:  # a value JSON cannot hold: _dict_changes names it
+        untouched = False
+    if untouched:
+        (state_set, state_del), (meta_set, meta_del) = _UNCHANGED, _UNCHANGED
+    else:
+        state_set, state_del = _dict_changes(state, base.state_json if base else b"{}", "state")
+        meta_set, meta_del = _dict_changes(
+            metadata, base.metadata_json if base else b"{}", "metadata"
+        )
     pending = session.messages[session._synced :]
     for message in pending:
         if type(message) is not Message and not isinstance(message, Message):
