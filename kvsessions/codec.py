@@ -134,7 +134,7 @@ _HEADER_FIELDS = {
 
 
 def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
-    return {
+    record = {
         "user_id": header.user_id,
         "created_at": header.created_at,
         "updated_at": header.updated_at,
@@ -145,8 +145,10 @@ def _unstructure_header(header: HeaderRecord) -> dict[str, Any]:
         "metadata": header.metadata,
         "state": header.state,
         "recent": header.recent,
-        **({} if header.parent is None else {"parent": header.parent}),
     }
+    if header.parent is not None:  # (stored only when set)
+        record["parent"] = header.parent
+    return record
 
 
 #: Status -> stored text (faster than the enum's ``.value`` property).
