@@ -407,19 +407,7 @@ def check_session(session: Session) -> _Changes:
             metadata, base.metadata_json if base else b"{}", "metadata"
         )
     pending = session.messages[session._synced :]
-    for message in pending:
-        if type(message) is not Message and not isinstance(message, Message):
-            raise InvalidSessionError(
-                "session.messages may only hold Message objects; use "
-                f"session.add_message(), got {type(message).__name__}"
-            )
-        role = message.role
-        if type(role) is not str or not role:
-            raise InvalidSessionError(f"message role must be a non-empty str, got {role!r}")
-        if type(message.content) is not str:
-            check_json_value(message.content, "message content")
-        if message.extras:
-            check_json_value(message.extras, "message extras")
+    _check_messages(pending)
     status: SessionStatus | None = None
     if base is None or session.status is not base.record.status:
         try:
@@ -431,6 +419,51 @@ def check_session(session: Session) -> _Changes:
         if base is not None and status is base.record.status:
             status = None
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
+
+
+def _check_messages(pending: list[Message]) -> None:
+    """Refuse anything in ``pending`` that cannot be stored as a message."""
+    for message in pending:
+        if type(message) is not Message and not isinstance(message, Message):
+            raise InvalidSessionError(
+                "session.messages may only hold Message objects; use "
+                f"session.add_message(), got {type(message).__name__}"
+            )
+        role, content = message.role, message.content
+        if type(role) is not str or not role:
+            raise InvalidSessionError(f"message role must be a non-empty str, got {role!r}")
+        if type(content) is not str or not content.isascii():  # (ASCII text cannot fail)
+            check_json_value(content, "message content")
+        if message.extras:
+            check_json_value(message.extras, "message extras")
+
+
+def _appended(session: Session, base: SyncBase) -> list[Message] | None:
+    """The messages added to a loaded session, if nothing else changed; else ``None``.
+
+    ``None`` also for anything unusual (a subclass, a replaced id, an archived session):
+    the general plan then checks and reports it.  Bad messages raise here as they would
+    there.
+    """
+    record = base.record
+    if (
+        session.session_id is not base.keys.sid
+        or session.user_id is not record.user_id
+        or session.status is not record.status
+        or record.status is not SessionStatus.ACTIVE
+    ):
+        return None
+    state, metadata = session.state, session.metadata
+    if type(state) is not dict or type(metadata) is not dict:
+        return None
+    try:
+        if orjson.dumps(state) != base.state_json or orjson.dumps(metadata) != base.metadata_json:
+            return None
+    except TypeError:
+        return None
+    pending = session.messages[session._synced :]
+    _check_messages(pending)
+    return pending
 
 
 #: What ``_dict_changes`` answers for an untouched dict (never mutated by the callers).
@@ -471,7 +504,51 @@ def _same(a: Any, b: Any) -> bool:
 def save(
     session: Session, now: datetime, expect_version: int | None, expiry_us: int | None = None
 ) -> Plan[Session]:
-    """Commit what ``session`` changed (see the module docstring) and return it."""
+    """Commit what ``session`` changed (see the module docstring) and return it.
+
+    The most common save, a loaded session that only gained messages, is committed
+    straight away; anything else, and such a save that lost a race, is the general plan's.
+    """
+    lost: Conflict | None = None
+    base = session._base if type(session) is Session else None
+    if base is not None and expect_version is None and expiry_us is None:
+        pending = _appended(session, base)
+        if pending is not None:
+            if not pending:
+                return session  # nothing to write
+            current, session_keys = base.record, base.keys
+            now_us = to_micros(now)
+            token = session._save_token
+            if token is None:
+                token = session._save_token = _new_token()
+            record = _successor(
+                current, current.status, current.metadata, current.state, len(pending), now_us,
+                token,
+            )  # fmt: skip
+            header = encode_header(record)
+            put = _message_puts(session_keys, current.next_seq, pending)
+            put[session_keys.header] = header
+            delete: list[bytes] = []
+            _move_activity(session_keys, current, record, put, delete)
+            answer = yield Commit({session_keys.header: base.header}, put, delete)
+            if answer is None:
+                _finish(session, pending, [], record, header, session_keys, now, False)
+                return session
+            lost = answer
+    return (yield from _save(session, now, expect_version, expiry_us, lost))
+
+
+def _save(
+    session: Session,
+    now: datetime,
+    expect_version: int | None,
+    expiry_us: int | None,
+    lost: Conflict | None,
+) -> Plan[Session]:
+    """The general save: checks everything, merges state and metadata, re-bases on races.
+
+    ``lost``: the answer of a first attempt that lost a race (the plan starts from it).
+    """
     sid = session.session_id
     changes = check_session(session)
     base = session._base
@@ -499,7 +576,17 @@ def save(
     token = session._save_token
     known_next = base.record.next_seq if base is not None else 0
     missed: list[Message] = []
+    answer = lost
     for _ in range(MAX_SAVE_ATTEMPTS):
+        if answer is not None:  # lost a race: re-base on the header that won
+            current_bytes = answer.current[hkey]
+            current = decode_header(current_bytes) if current_bytes is not None else None
+            fresh = True
+            answer = None
+            if current is not None and base is not None and current.next_seq > known_next:
+                rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
+                missed += decode_messages(rows)
+                known_next = current.next_seq
         if current is not None and current is not base_record and token in current.recent:
             # An earlier attempt of this very save committed, but we never heard so (a
             # lost reply, a cancelled task): adopt the stored session, write nothing.
@@ -536,34 +623,43 @@ def save(
         if answer is None:
             break
         assert isinstance(answer, Conflict)
-        current_bytes = answer.current[hkey]
-        current = decode_header(current_bytes) if current_bytes is not None else None
-        fresh = True
-        if current is not None and base is not None and current.next_seq > known_next:
-            rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
-            missed += decode_messages(rows)
-            known_next = current.next_seq
     else:
         raise ConflictError(
             f"session {sid!r} kept changing under {MAX_SAVE_ATTEMPTS} save attempts; retry later"
         )
-    seq = record.next_seq - len(changes.pending)
+    rebased = current is not base_record
+    if changes.state_set or changes.state_del or rebased:
+        session.state.clear()
+        session.state.update(record.state)
+    if changes.meta_set or changes.meta_del or rebased:
+        session.metadata.clear()
+        session.metadata.update(record.metadata)
+    _finish(session, changes.pending, missed, record, header, session_keys, now, True)
+    return session
+
+
+def _finish(
+    session: Session,
+    pending: list[Message],
+    missed: list[Message],
+    record: HeaderRecord,
+    header: bytes,
+    session_keys: keys.SessionKeys,
+    now: datetime,
+    status_changed: bool,
+) -> None:
+    """After the commit: the session holds what is stored (``missed``: others' messages)."""
+    seq = record.next_seq - len(pending)
     saved = missed
-    for m in changes.pending:  # the pending messages again, now with their seqs
+    for m in pending:  # the pending messages again, now with their seqs
         saved.append(stored_message(m.role, m.content, m.timestamp, m.extras, seq))
         seq += 1
     session.messages[session._synced :] = saved
-    if changes.state_set or changes.state_del or current is not base_record:
-        session.state.clear()
-        session.state.update(record.state)
-    if changes.meta_set or changes.meta_del or current is not base_record:
-        session.metadata.clear()
-        session.metadata.update(record.metadata)
-    session.status = record.status
+    if status_changed:
+        session.status = record.status
     session.updated_at = now
     _mark_synced(session, header, record, session_keys)
     session._save_token = None
-    return session
 
 
 def _adopt(
@@ -669,37 +765,71 @@ def _commit_for(
         metadata = _merged(current.metadata if current else {}, changes.meta_set, changes.meta_del)
     status = changes.status or (current.status if current else SessionStatus.ACTIVE)
     added = len(changes.pending)
-    if current is not None:  # (positional: this runs once per save)
-        record = HeaderRecord(
-            session.user_id, current.created_at, now_us, status, current.version + 1,
-            first_seq + added, current.count + added, metadata, state,
-            [*current.recent[1 - RECENT_TOKENS :], token], current.parent,
-        )  # fmt: skip
+    if current is not None:
+        record = _successor(current, status, metadata, state, added, now_us, token)
     else:
         record = HeaderRecord(
             session.user_id, created_us, now_us, status, 1, added, added, metadata, state,
             [token], session.parent_id,
         )  # fmt: skip
     header = encode_header(record)
-    put = {}
-    seq, message_key = first_seq, session_keys.message
-    for message in changes.pending:  # (a loop: a comprehension costs a call per save)
-        put[message_key(seq)] = encode_message(message, seq)
-        seq += 1
+    put = _message_puts(session_keys, first_seq, changes.pending)
     put[session_keys.header] = header
-    delete = []
+    delete: list[bytes] = []
     if current is None:
         if record.parent is not None:
             keys.check_id(record.parent, "parent_id")
         for entry in session_keys.index_entries(session.user_id, record.created_at, status, now_us):
             put[entry] = b""
-    elif (
-        status is not current.status
-        or current.updated_at // keys.ACTIVITY_BUCKET_US != now_us // keys.ACTIVITY_BUCKET_US
-    ):  # (same status, same minute: the index entry stays as it is)
-        delete.append(session_keys.activity(current.status, current.updated_at))
-        put[session_keys.activity(status, now_us)] = b""
+    else:
+        _move_activity(session_keys, current, record, put, delete)
     return header, record, Commit({session_keys.header: current_bytes}, put, delete)
+
+
+def _successor(
+    current: HeaderRecord,
+    status: SessionStatus,
+    metadata: dict[str, Any],
+    state: dict[str, Any],
+    added: int,
+    now_us: int,
+    token: str,
+) -> HeaderRecord:
+    """The header after a save of ``added`` messages on ``current``."""
+    return HeaderRecord(
+        current.user_id, current.created_at, now_us, status, current.version + 1,
+        current.next_seq + added, current.count + added, metadata, state,
+        [*current.recent[1 - RECENT_TOKENS :], token], current.parent,
+    )  # fmt: skip
+
+
+def _message_puts(
+    session_keys: keys.SessionKeys, first_seq: int, messages: list[Message]
+) -> dict[bytes, bytes]:
+    """The records of ``messages`` stored from ``first_seq`` on."""
+    put = {}
+    seq, message_key = first_seq, session_keys.message
+    for message in messages:  # (a loop: a comprehension costs a call per save)
+        put[message_key(seq)] = encode_message(message, seq)
+        seq += 1
+    return put
+
+
+def _move_activity(
+    session_keys: keys.SessionKeys,
+    current: HeaderRecord,
+    record: HeaderRecord,
+    put: dict[bytes, bytes],
+    delete: list[bytes],
+) -> None:
+    """Move the session's activity entry if the save changes its status or its minute."""
+    if (
+        record.status is not current.status
+        or current.updated_at // keys.ACTIVITY_BUCKET_US
+        != record.updated_at // keys.ACTIVITY_BUCKET_US
+    ):  # (same status, same minute: the entry stays as it is)
+        delete.append(session_keys.activity(current.status, current.updated_at))
+        put[session_keys.activity(record.status, record.updated_at)] = b""
 
 
 def _merged(stored: dict[str, Any], changed: dict[str, Any], removed: list[str]) -> dict[str, Any]:
