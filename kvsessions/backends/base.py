@@ -272,16 +272,10 @@ def _single(op: Op) -> Plan[Any]:
 
 def _apply(txn: Transaction, op: Commit) -> Conflict | None:
     """Check ``op``'s expectations in ``txn`` and, if they hold, write it (no commit)."""
-    expect = op.expect
-    if len(expect) == 1:  # the common case: one session's header
-        for key, value in expect.items():
-            found = txn.get(key)
-            if found != value:
-                return Conflict({key: found})
-    elif expect:
-        current = {key: txn.get(key) for key in expect}
-        if current != expect:
-            return Conflict(current)
+    get = txn.get
+    for key, value in op.expect.items():  # (usually one: the session's header)
+        if get(key) != value:
+            return Conflict({key: get(key) for key in op.expect})
     txn.write(op.put, op.delete, op.delete_ranges)
     return None
 

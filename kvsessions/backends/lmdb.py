@@ -114,11 +114,12 @@ class LMDBBackend(LocalBackend):
         self._env = self._open()
 
     def _begin(self, write: bool) -> Transaction:
+        # (db, parent, write, buffers) positionally: a third cheaper than by keyword
         try:
-            return _LMDBTxn(self._env.begin(write=write, buffers=False), self)
+            return _LMDBTxn(self._env.begin(None, None, write, False), self)
         except lmdb.MapResizedError:
             self._env.set_mapsize(0)  # another process grew the map: adopt its size
-            return _LMDBTxn(self._env.begin(write=write, buffers=False), self)
+            return _LMDBTxn(self._env.begin(None, None, write, False), self)
         except lmdb.Error as exc:
             raise StoreError(
                 f"LMDB store at {self.path} failed to start a transaction: {exc}"
