@@ -96,12 +96,16 @@ def new_session(
     """The unsaved session ``create_session`` makes (ids are checked when it is saved)."""
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidSessionError(f"metadata must be a dict, got {type(metadata).__name__}")
-    return Session(
-        session_id=new_session_id() if session_id is None else session_id,
-        user_id=user_id,
-        metadata=dict(metadata or {}),
-        created_at=now,
-        updated_at=now,
+    return stored_session(
+        new_session_id() if session_id is None else session_id,
+        user_id,
+        dict(metadata or {}),
+        [],
+        {},
+        SessionStatus.ACTIVE,
+        now,
+        now,
+        None,
     )
 
 
@@ -411,7 +415,9 @@ def check_session(session: Session) -> _Changes:
     status: SessionStatus | None = None
     if base is None or session.status is not base.record.status:
         try:
-            status = SessionStatus(session.status)
+            status = session.status
+            if type(status) is not SessionStatus:  # (a plain str: calling the enum is dear)
+                status = SessionStatus(status)
         except ValueError:
             raise InvalidSessionError(
                 f"session.status must be 'active' or 'archived', got {session.status!r}"

@@ -8,7 +8,7 @@ metadata keys that differ.  That bookkeeping lives in private, non-compared attr
 from __future__ import annotations
 
 import enum
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,8 +29,12 @@ def utcnow() -> datetime:
 
 
 def new_session_id() -> str:
-    """A fresh random session id (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh random session id: a random (version 4) UUID as 32 hex digits."""
+    # as uuid.uuid4().hex, without the UUID object (a fifth of the cost)
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 class SessionStatus(enum.StrEnum):
