@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import uuid
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from kvsessions import (
 from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
 from kvsessions.backends.memory import MemoryBackend
 from kvsessions.codec import to_micros as _us
-from kvsessions.model import utcnow
+from kvsessions.model import new_session_id, utcnow
 from kvsessions.operations import KVOperations
 from kvsessions.stores import KVSessionStore
 from kvsessions.testing.conformance import ManualClock
@@ -321,3 +322,11 @@ def test_retrying_a_create_whose_reply_was_lost(tmp_path: Any) -> None:
     assert manager.get_session("fixed").message_count == 1
     with pytest.raises(SessionExistsError):
         manager.save(Session(session_id="fixed", user_id="u"))
+
+
+def test_new_session_ids_are_version_4_uuids() -> None:
+    ids = {new_session_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -558,6 +558,43 @@ class StoreConformance:
         assert loaded.metadata == {"ma": True}
         assert b.state == loaded.state
 
+    def test_stale_append_keeps_what_others_saved(self, connect: Callable[[], Manager]) -> None:
+        """A copy that only gained messages, saved after another writer changed the rest."""
+        self._needs_kv()
+        one, two = connect(), connect()
+        sid = one.create_session("u", metadata={"m": 0}).session_id
+        a, b = one.get_session(sid), two.get_session(sid)
+        b.set_state("k", "from b")
+        b.metadata["m"] = 1
+        b.add_message("user", "b")
+        two.save(b)
+        a.add_message("user", "a")
+        one.save(a)
+        loaded = one.get_session(sid)
+        assert [(m.content, m.seq) for m in loaded.messages] == [("b", 0), ("a", 1)]
+        assert loaded.state == a.state == {"k": "from b"}
+        assert loaded.metadata == a.metadata == {"m": 1}
+        assert [m.seq for m in a.messages] == [0, 1] and a.version == loaded.version
+
+    def test_stale_append_after_archive_or_delete_is_refused(
+        self, connect: Callable[[], Manager]
+    ) -> None:
+        self._needs_kv()
+        one, two = connect(), connect()
+        archived = one.create_session("u").session_id
+        deleted = one.create_session("u").session_id
+        a, b = one.get_session(archived), one.get_session(deleted)
+        two.archive(archived)
+        two.delete(deleted)
+        a.add_message("user", "too late")
+        b.add_message("user", "too late")
+        with pytest.raises(SessionArchivedError):
+            one.save(a)
+        with pytest.raises(SessionNotFoundError):
+            one.save(b)
+        assert one.get_session(archived).message_count == 0
+        assert one.get_session(deleted) is None
+
     def test_expect_version(self, connect: Callable[[], Manager]) -> None:
         self._needs_kv()
         one, two = connect(), connect()
