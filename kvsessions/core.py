@@ -447,9 +447,9 @@ def _check_messages(pending: list[Message]) -> None:
 def _appended(session: Session, base: SyncBase) -> list[Message] | None:
     """The messages added to a loaded session, if nothing else changed; else ``None``.
 
-    ``None`` also for anything unusual (a subclass, a replaced id, an archived session):
-    the general plan then checks and reports it.  Bad messages raise here as they would
-    there.
+    ``None`` also for anything unusual (a replaced id or user, a status set, an archived
+    session): the general plan then checks and reports it.  Bad messages raise here as
+    they would there.
     """
     record = base.record
     if (
@@ -528,8 +528,8 @@ def save(
             if token is None:
                 token = session._save_token = _new_token()
             record = _successor(
-                current, current.status, current.metadata, current.state, len(pending), now_us,
-                token,
+                current, session.user_id, current.status, current.metadata, current.state,
+                len(pending), now_us, token,
             )  # fmt: skip
             header = encode_header(record)
             put = _message_puts(session_keys, current.next_seq, pending)
@@ -772,7 +772,7 @@ def _commit_for(
     status = changes.status or (current.status if current else SessionStatus.ACTIVE)
     added = len(changes.pending)
     if current is not None:
-        record = _successor(current, status, metadata, state, added, now_us, token)
+        record = _successor(current, session.user_id, status, metadata, state, added, now_us, token)
     else:
         record = HeaderRecord(
             session.user_id, created_us, now_us, status, 1, added, added, metadata, state,
@@ -794,6 +794,7 @@ def _commit_for(
 
 def _successor(
     current: HeaderRecord,
+    user_id: str,
     status: SessionStatus,
     metadata: dict[str, Any],
     state: dict[str, Any],
@@ -801,9 +802,13 @@ def _successor(
     now_us: int,
     token: str,
 ) -> HeaderRecord:
-    """The header after a save of ``added`` messages on ``current``."""
+    """The header after a save of ``added`` messages on ``current``.
+
+    ``user_id`` is the session's own (equal to the stored one): the next save recognises
+    an unchanged user by identity.
+    """
     return HeaderRecord(
-        current.user_id, current.created_at, now_us, status, current.version + 1,
+        user_id, current.created_at, now_us, status, current.version + 1,
         current.next_seq + added, current.count + added, metadata, state,
         [*current.recent[1 - RECENT_TOKENS :], token], current.parent,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from kvsessions import (
     SessionExistsError,
     SessionManager,
     SQLiteSessionStore,
+    core,
     keys,
 )
 from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
@@ -330,3 +331,25 @@ def test_new_session_ids_are_version_4_uuids() -> None:
     for value in ids:
         parsed = uuid.UUID(value)
         assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_save_that_lost_a_race_leaves_the_session_on_the_direct_path() -> None:
+    """After a re-based save, the next append is again recognised as only appended."""
+    manager = SessionManager(store=MemorySessionStore())
+    session = manager.create_session("u", metadata={"m": 1})
+    assert core._appended(session, session._base) == []  # created: nothing pending
+    other = manager.get_session(session.session_id)
+    other.set_state("k", 1)
+    other.add_message("user", "first")
+    manager.save(other)
+    session.add_message("user", "second")
+    manager.save(session)  # loses to `other`, re-bases on its header
+    assert [m.seq for m in session.messages] == [0, 1] and session.state == {"k": 1}
+    session.add_message("user", "third")
+    assert core._appended(session, session._base) == session.messages[2:]
+    manager.save(session)
+    assert [m.content for m in manager.get_session(session.session_id).messages] == [
+        "first",
+        "second",
+        "third",
+    ]
