@@ -747,6 +747,15 @@ class StoreConformance:
         loaded = manager.get_session(session.session_id)
         assert [m.content for m in loaded.messages] == ["kept"]
         assert loaded.state == {"ok": 1}
+        # a Message built directly (no add_message check) is checked when it is saved
+        direct = manager.get_session(session.session_id)
+        direct.messages.append(Message("user", value))
+        with pytest.raises(InvalidValueError):
+            manager.save(direct)
+        direct.messages[-1] = Message("user", "x", extras={"k": value})
+        with pytest.raises(InvalidValueError):
+            manager.save(direct)
+        assert [m.content for m in manager.get_session(session.session_id).messages] == ["kept"]
 
     def test_cyclic_value_is_refused(self, manager: Manager) -> None:
         session = manager.create_session("u")
