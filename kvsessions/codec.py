@@ -106,12 +106,17 @@ def _make_converter() -> Any:
 
 
 def _unstructure_message(message: Message) -> dict[str, Any]:
+    return _message_record(message, message.seq)
+
+
+def _message_record(message: Message, seq: int | None) -> dict[str, Any]:
+    """The stored form of a message (short keys: messages are the bulk of a store)."""
     return {
         "r": message.role,
         "c": message.content,
         "t": to_micros(message.timestamp),
         "x": message.extras,
-        "q": message.seq,
+        "q": seq,
     }
 
 
@@ -240,15 +245,7 @@ _loads = orjson.loads
 
 def encode_message(message: Message, seq: int) -> bytes:
     """A message as the stored record at position ``seq``."""
-    return _PREFIX + _dumps(
-        {
-            "r": message.role,
-            "c": message.content,
-            "t": to_micros(message.timestamp),
-            "x": message.extras,
-            "q": seq,
-        }
-    )
+    return _PREFIX + _dumps(_message_record(message, seq))
 
 
 def decode_message(data: bytes) -> Message:

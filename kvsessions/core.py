@@ -395,15 +395,7 @@ def check_session(session: Session) -> _Changes:
         field = "state" if type(state) is not dict else "metadata"
         value = getattr(session, field)
         raise InvalidSessionError(f"session.{field} must be a dict, got {type(value).__name__}")
-    try:  # the common case first: neither touched since the last sync
-        untouched = (
-            base is not None
-            and orjson.dumps(state) == base.state_json
-            and orjson.dumps(metadata) == base.metadata_json
-        )
-    except TypeError:  # a value JSON cannot hold: _dict_changes names it
-        untouched = False
-    if untouched:
+    if base is not None and _untouched(state, metadata, base):  # the common case first
         (state_set, state_del), (meta_set, meta_del) = _UNCHANGED, _UNCHANGED
     else:
         state_set, state_del = _dict_changes(state, base.state_json if base else b"{}", "state")
@@ -462,14 +454,21 @@ def _appended(session: Session, base: SyncBase) -> list[Message] | None:
     state, metadata = session.state, session.metadata
     if type(state) is not dict or type(metadata) is not dict:
         return None
-    try:
-        if orjson.dumps(state) != base.state_json or orjson.dumps(metadata) != base.metadata_json:
-            return None
-    except TypeError:
+    if not _untouched(state, metadata, base):
         return None
     pending = session.messages[session._synced :]
     _check_messages(pending)
     return pending
+
+
+def _untouched(state: dict[str, Any], metadata: dict[str, Any], base: SyncBase) -> bool:
+    """Whether state and metadata are as last synced (compared as JSON, without a walk)."""
+    try:
+        return orjson.dumps(state) == base.state_json and (
+            orjson.dumps(metadata) == base.metadata_json
+        )
+    except TypeError:  # a value JSON cannot hold: the general plan names it
+        return False
 
 
 #: What ``_dict_changes`` answers for an untouched dict (never mutated by the callers).
