@@ -56,6 +56,7 @@ from workloads import (
     SQLITE_TABLE,
     WINDOW,
     _decoders,
+    _kvs_read,
     _lmdb_keys,
     _lmdb_rows,
     _LMDBReads,
@@ -705,12 +706,8 @@ def _records(result: Any) -> int:
 
 
 def _rss_op(mgr: SessionManager, op: str, sid: str) -> Callable[[], Any]:
-    if op == "load":
-        return lambda: mgr.get_session(sid)
-    if op == "load_last":
-        return lambda: mgr.get_session(sid, messages=WINDOW)
-    if op == "messages_last":
-        return lambda: mgr.get_messages(sid, WINDOW)
+    if op in ("load", "load_last", "messages_last"):
+        return _kvs_read(mgr, op, sid)
 
     def append() -> Any:
         session = mgr.get_session(sid, messages=WINDOW if op == "append_window" else None)

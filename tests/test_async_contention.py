@@ -293,9 +293,11 @@ async def strict_run(those: list[AsyncSessionManager]) -> tuple[Session, Ledger,
     return stored, ledger, base_version, conflicts
 
 
-def test_expect_version_losers_retry_without_duplicates(opener: Opener) -> None:
+def strict_conflicts(opener: Opener, count: int) -> int:
+    """A strict run over ``count`` managers, checked exactly-once; how many saves lost."""
+
     async def main() -> int:
-        those = managers(opener, 1)
+        those = managers(opener, count)
         try:
             stored, ledger, base, conflicts = await strict_run(those)
             check_exactly_once(stored, ledger, base)
@@ -303,22 +305,16 @@ def test_expect_version_losers_retry_without_duplicates(opener: Opener) -> None:
         finally:
             await close_all(those)
 
-    conflicts = asyncio.run(main())
-    assert conflicts > 0  # the tasks really did collide
+    return asyncio.run(main())
+
+
+def test_expect_version_losers_retry_without_duplicates(opener: Opener) -> None:
+    assert strict_conflicts(opener, 1) > 0  # the tasks really did collide
 
 
 @pytest.mark.parametrize("kind", SAME_PATH_KINDS)
 def test_expect_version_across_store_objects_on_one_path(kind: str, tmp_path: Path) -> None:
-    async def main() -> int:
-        those = managers(KV_KINDS[kind](tmp_path, None), 3)
-        try:
-            stored, ledger, base, conflicts = await strict_run(those)
-            check_exactly_once(stored, ledger, base)
-            return conflicts
-        finally:
-            await close_all(those)
-
-    assert asyncio.run(main()) > 0
+    assert strict_conflicts(KV_KINDS[kind](tmp_path, None), 3) > 0
 
 
 # -- update() ------------------------------------------------------------------------------

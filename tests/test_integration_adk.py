@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,9 +47,9 @@ from kvsessions import (
 )
 from kvsessions.integrations.adk import KVSessionService, _ident
 
+from .child_process import run_json
 from .custom_store import DictStore
 
-ROOT = Path(__file__).resolve().parent.parent
 STORES = ["memory", "lmdb", "sqlite", "redis", "custom"]
 Scenario = Callable[[BaseSessionService], Awaitable[Any]]
 
@@ -809,19 +805,9 @@ def test_runner_history_survives_a_process_restart(tmp_path: Path) -> None:
     script = tmp_path / "agent.py"
     script.write_text(AGENT_SCRIPT, encoding="utf-8")
     path = str(tmp_path / "agent.lmdb")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def turn(text: str, mode: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, str(script), path, text, mode],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        return run_json([str(script), path, text, mode])
 
     first = turn("the sky is blue", "create")
     assert first["replies"] == ["I have heard 1: the sky is blue"]

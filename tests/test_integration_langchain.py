@@ -10,10 +10,6 @@ processes on one LMDB path, and across ``ainvoke`` calls.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -55,6 +51,7 @@ from kvsessions import (
 )
 from kvsessions.integrations.langchain import KVChatMessageHistory
 
+from .child_process import run_json
 from .custom_store import DictStore
 
 # RunnableWithMessageHistory and BaseChatMessageHistory are deprecated in langchain-core
@@ -521,18 +518,8 @@ print(json.dumps({"reply": message_to_dict(reply), "seen": [message_to_dict(m) f
 
 
 def _run_process(path: Path, session_id: str, question: str, answer: str) -> dict[str, Any]:
-    package_root = str(Path(kvsessions.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": package_root, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROCESS, str(path), session_id, question, answer],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    args = ["-c", _PROCESS, str(path), session_id, question, answer]
+    return run_json(args, env={"PYTHONWARNINGS": "ignore"})
 
 
 def test_runnable_with_message_history_across_two_processes(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import inspect
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,7 +44,8 @@ from kvsessions import (
 )
 from kvsessions.integrations.openai_agents import DEFAULT_USER_ID, KVSession
 
-ROOT = Path(__file__).resolve().parent.parent
+from .child_process import ROOT, run_json
+
 ALL_KINDS = ["memory", "lmdb", "sqlite", "redis", "custom"]
 BUILT_IN = ["memory", "lmdb", "sqlite", "redis"]  # atomic pops, merging appends
 
@@ -582,23 +582,12 @@ def _worker(path: str, turn: int) -> None:
 
 def test_runner_history_survives_a_process_restart(tmp_path: Path) -> None:
     path = tmp_path / "sessions.lmdb"
-    # this checkout's kvsessions; no API key and no tracing, so nothing can leave the machine
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
-    env.pop("OPENAI_API_KEY", None)
+    # no API key and no tracing, so nothing can leave the machine
+    env = {"OPENAI_AGENTS_DISABLE_TRACING": "1", "OPENAI_API_KEY": None}
 
     def turn(number: int) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.test_integration_openai_agents", str(path), str(number)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        args = ["-m", "tests.test_integration_openai_agents", str(path), str(number)]
+        return run_json(args, env=env, cwd=ROOT)
 
     first, second = turn(1), turn(2)
     assert first["pid"] != second["pid"]
