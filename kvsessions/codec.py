@@ -20,12 +20,9 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 
 from .errors import CorruptRecordError, InvalidValueError, SchemaVersionError
-from .model import Message, SessionStatus, stored_message
+from .model import MESSAGE_SETTERS, Message, SessionStatus, stored_message
 
 _new_message = object.__new__
-_MESSAGE_SETTERS = tuple(
-    Message.__dict__[name].__set__ for name in ("role", "content", "timestamp", "extras", "seq")
-)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -263,7 +260,7 @@ def decode_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Message]:
     messages: list[Message] = []
     append = messages.append
     loads, new = _loads, _new_message
-    set_role, set_content, set_timestamp, set_extras, set_seq = _MESSAGE_SETTERS
+    set_role, set_content, set_timestamp, set_extras, set_seq = MESSAGE_SETTERS
     prefix, epoch, delta = _PREFIX, _EPOCH, timedelta
     for _, data in rows:
         try:

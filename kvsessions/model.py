@@ -73,9 +73,10 @@ class Message:
 _new_object = object.__new__
 #: The slots' own setters: a frozen class refuses ``setattr``, and calling the slot
 #: descriptor is a third cheaper than ``object.__setattr__`` (no attribute lookup).
-_set_role, _set_content, _set_timestamp, _set_extras, _set_seq = (
+MESSAGE_SETTERS = tuple(
     Message.__dict__[name].__set__ for name in ("role", "content", "timestamp", "extras", "seq")
-)
+)  # (internal: the batch decoder builds messages with them too)
+_set_role, _set_content, _set_timestamp, _set_extras, _set_seq = MESSAGE_SETTERS
 
 
 def stored_message(

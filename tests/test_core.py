@@ -6,6 +6,7 @@ import pickle
 import uuid
 from typing import Any
 
+import attrs
 import pytest
 
 from kvsessions import (
@@ -21,7 +22,15 @@ from kvsessions import (
 from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
 from kvsessions.backends.memory import MemoryBackend
 from kvsessions.codec import to_micros as _us
-from kvsessions.model import new_session_id, utcnow
+from kvsessions.model import (
+    Message,
+    Session,
+    SessionStatus,
+    new_session_id,
+    stored_message,
+    stored_session,
+    utcnow,
+)
 from kvsessions.operations import KVOperations
 from kvsessions.stores import KVSessionStore
 from kvsessions.testing.conformance import ManualClock
@@ -352,4 +361,25 @@ def test_a_save_that_lost_a_race_leaves_the_session_on_the_direct_path() -> None
         "first",
         "second",
         "third",
+    ]
+
+
+def test_internal_builders_set_every_field_as_init_would() -> None:
+    """stored_session / stored_message skip __init__: they must set each attrs field."""
+    now = utcnow()
+    built = stored_session("s", "u", {"m": 1}, [], {"k": 2}, SessionStatus.ACTIVE, now, now, "p")
+    expected = Session(
+        session_id="s", user_id="u", metadata={"m": 1}, state={"k": 2}, created_at=now,
+        updated_at=now, parent_id="p",
+    )  # fmt: skip
+    for field in attrs.fields(Session):
+        assert getattr(built, field.name) == getattr(expected, field.name), field.name
+    message = stored_message("user", "hi", now, {"x": 1}, 3)
+    assert message == Message("user", "hi", now, {"x": 1}, 3)
+    assert [f.name for f in attrs.fields(Message)] == [
+        "role",
+        "content",
+        "timestamp",
+        "extras",
+        "seq",
     ]
