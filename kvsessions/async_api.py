@@ -45,6 +45,7 @@ from .errors import StoreClosedError
 from .model import Message, Session, SessionPage, utcnow
 from .stores import LMDBSessionStore, SessionStore
 from .transfer import ImportReport
+from .turns import Turns
 
 __all__ = ["AsyncSessionManager"]
 
@@ -73,6 +74,7 @@ class AsyncSessionManager:
             max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions"
         )
         self._committer = _GroupCommit(self._backend, self._pool)
+        self._turns = Turns(asyncio.Lock)
         self._closed = False
 
     async def _run(self, job: Job[T]) -> T:
@@ -226,9 +228,16 @@ class AsyncSessionManager:
 
         On a conflict the whole cycle runs again (at most ``retries`` more times), so
         ``change`` must be safe to repeat (e.g. increment a counter in state).  Returns
-        the saved session; ``ConflictError`` once the retries are used up.
+        the saved session; ``ConflictError`` once the retries are used up.  Tasks
+        updating one session through this manager take turns rather than race.
         """
-        return await self._run(self._ops.update(session_id, change, retries))
+        key = (asyncio.get_running_loop(), session_id)  # (an asyncio.Lock is per loop)
+        lock = self._turns.enter(key)
+        try:
+            async with lock:
+                return await self._run(self._ops.update(session_id, change, retries))
+        finally:
+            self._turns.leave(key)
 
     async def pop_message(self, session_id: str) -> Message | None:
         """Remove and return the newest stored message (``None`` if there is none).

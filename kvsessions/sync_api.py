@@ -8,6 +8,7 @@ own store); this module only runs it, and :mod:`kvsessions.async_api` is its twi
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
@@ -19,6 +20,7 @@ from .errors import StoreClosedError
 from .model import Message, Session, SessionPage, utcnow
 from .stores import LMDBSessionStore, SessionStore
 from .transfer import ImportReport
+from .turns import Turns
 
 __all__ = ["SessionManager"]
 
@@ -38,6 +40,7 @@ class SessionManager:
         self.store = store if store is not None else LMDBSessionStore()
         self._ops = self.store._operations(clock)
         self._backend = self.store._backend
+        self._turns = Turns(threading.RLock)  # (re-entrant: a change may call update)
         self._closed = False
 
     def _run(self, job: Job[T]) -> T:
@@ -184,9 +187,15 @@ class SessionManager:
 
         On a conflict the whole cycle runs again (at most ``retries`` more times), so
         ``change`` must be safe to repeat (e.g. increment a counter in state).  Returns
-        the saved session; ``ConflictError`` once the retries are used up.
+        the saved session; ``ConflictError`` once the retries are used up.  Threads
+        updating one session through this manager take turns rather than race.
         """
-        return self._run(self._ops.update(session_id, change, retries))
+        lock = self._turns.enter(session_id)
+        try:
+            with lock:
+                return self._run(self._ops.update(session_id, change, retries))
+        finally:
+            self._turns.leave(session_id)
 
     def pop_message(self, session_id: str) -> Message | None:
         """Remove and return the newest stored message (``None`` if there is none).

