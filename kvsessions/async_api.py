@@ -228,7 +228,7 @@ class AsyncSessionManager:
 
         On a conflict the whole cycle runs again (at most ``retries`` more times), so
         ``change`` must be safe to repeat (e.g. increment a counter in state).  Returns
-        the saved session; ``ConflictError`` once the retries are used up.  Tasks
+        the saved session; ``ConflictError`` once the retries are used up.  Callers
         updating one session through this manager take turns rather than race.
         """
         key = (asyncio.get_running_loop(), session_id)  # (an asyncio.Lock is per loop)

@@ -187,7 +187,7 @@ class SessionManager:
 
         On a conflict the whole cycle runs again (at most ``retries`` more times), so
         ``change`` must be safe to repeat (e.g. increment a counter in state).  Returns
-        the saved session; ``ConflictError`` once the retries are used up.  Threads
+        the saved session; ``ConflictError`` once the retries are used up.  Callers
         updating one session through this manager take turns rather than race.
         """
         lock = self._turns.enter(session_id)
