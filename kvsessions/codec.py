@@ -26,6 +26,7 @@ _new_message = object.__new__
 
 __all__ = [
     "FORMAT_VERSION",
+    "RECENT_TOKENS",
     "converter",
     "HeaderRecord",
     "decode_header",
@@ -56,6 +57,10 @@ def to_micros(moment: datetime) -> int:
 def from_micros(micros: int) -> datetime:
     """Inverse of :func:`to_micros`: an aware UTC datetime."""
     return _EPOCH + timedelta(0, 0, micros)  # (positional: cheaper than microseconds=)
+
+
+#: Saves remembered in a header: a retry after this many others may repeat
+RECENT_TOKENS = 8
 
 
 @attrs.define(slots=True)

@@ -27,8 +27,9 @@ import attrs
 import orjson
 
 from . import keys
-from .backends.base import Batch, Commit, Conflict, Get, Plan, Scan
+from .backends.base import Batch, Commit, Conflict, Get, Plan, Rebased, Scan
 from .codec import (
+    RECENT_TOKENS,
     HeaderRecord,
     decode_header,
     decode_message,
@@ -78,7 +79,6 @@ MAX_ATTEMPTS = 100  # optimistic retries of an edit before it gives up (Redis)
 #: another writer's commit went in); only a session changing for this long gives up.
 MAX_SAVE_ATTEMPTS = 10_000
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
-RECENT_TOKENS = 8  # saves remembered in a header: a retry after this many others may repeat
 _MISSING: Any = object()
 
 
@@ -535,9 +535,16 @@ def save(
             put[session_keys.header] = header
             delete: list[bytes] = []
             _move_activity(session_keys, current, record, put, delete)
-            answer = yield Commit({session_keys.header: base.header}, put, delete)
+            answer = yield Commit({session_keys.header: base.header}, put, delete, (), True)
             if answer is None:
                 _finish(session, pending, [], record, header, session_keys, now, False)
+                return session
+            if type(answer) is Rebased:  # applied after what others appended meanwhile
+                header = answer.header
+                record = decode_header(header)
+                record.user_id = session.user_id  # (equal: kept identical, see _successor)
+                missed = decode_messages(answer.missed)
+                _finish(session, pending, missed, record, header, session_keys, now, False)
                 return session
             lost = answer
     return (yield from _save(session, now, expect_version, expiry_us, lost))

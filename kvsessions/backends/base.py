@@ -10,10 +10,15 @@ has to answer four operations:
     -> ``[(key, value), ...]`` for ``start <= key < stop`` in key order (or reversed).
 ``Batch(ops)``
     -> a tuple with the answer of each ``Get``/``Scan``, all read from one snapshot.
-``Commit(expect, put, delete, delete_ranges)``
+``Commit(expect, put, delete, delete_ranges, append_only)``
     -> ``None`` once applied atomically, or :class:`Conflict` with the current values of the
     ``expect`` keys when one of them differs (``None`` expected = key absent); then nothing
-    was written.  Deletes apply before puts.
+    was written.  Deletes apply before puts.  ``append_only`` marks a save that only
+    appends messages to one session (its header expected, state and metadata untouched):
+    a backend that can re-base such a commit where the data lives may, when only the
+    header moved compatibly, apply it on the current header and answer :class:`Rebased`
+    (Redis does, in its commit script, saving the round trips of a lost race); any
+    backend may ignore the mark and answer ``Conflict``.
 
 A local backend (memory, LMDB, SQLite) can drive a plan two ways, and plans are written
 to be correct under both:
@@ -57,6 +62,7 @@ __all__ = [
     "LocalBackend",
     "Op",
     "Plan",
+    "Rebased",
     "Scan",
     "Transaction",
     "answer_rows",
@@ -90,11 +96,22 @@ class Commit:
     put: Mapping[bytes, bytes] = attrs.field(factory=dict)
     delete: Sequence[bytes] = ()
     delete_ranges: Sequence[tuple[bytes, bytes]] = ()
+    append_only: bool = False
 
 
 @attrs.define(slots=True)
 class Conflict:
     current: Mapping[bytes, bytes | None]
+
+
+@attrs.define(slots=True)
+class Rebased:
+    """An ``append_only`` commit applied on a header that had moved: the header it wrote
+    and the ``(key, record)`` rows of the messages others had added since the expected
+    header (which the commit's messages now follow)."""
+
+    header: bytes
+    missed: list[tuple[bytes, bytes]]
 
 
 Op = Get | Scan | Batch | Commit

@@ -46,7 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import socket
+import struct
 import sys
 import threading
 import zlib
@@ -72,8 +74,9 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from .. import keys
-from ..codec import decode_header
+from ..codec import RECENT_TOKENS, decode_header
 from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavailableError
+from ..model import SessionStatus
 from .base import (
     HEAVY_STEP_ROWS,
     READ_PLAN_BACKOFF_CAP,
@@ -84,6 +87,7 @@ from .base import (
     Get,
     Op,
     Plan,
+    Rebased,
     Scan,
     answer_rows,
     backoff,
@@ -96,6 +100,8 @@ T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
+_U64 = struct.Struct(">Q")
+_NEXT_SEQ = re.compile(rb'"next_seq":(\d+),')
 
 _READ = """
 local prune, out = ARGV[1] == '1', {}
@@ -138,8 +144,10 @@ end
 return out
 """
 
+# ARGV: ttl, n expects (key index, present, value), then the rebase block (its length,
+# then REBASE's arguments, see below; length 0 for none), then the ops.
 _COMMIT = """
-local ttl, n, current, conflict = tonumber(ARGV[1]), tonumber(ARGV[2]), {0}, false
+local ttl, n, current, conflict, header = tonumber(ARGV[1]), tonumber(ARGV[2]), {0}, false
 for j = 0, n - 1 do
   local got = redis.call('GET', KEYS[tonumber(ARGV[3 + 3 * j])])
   if ARGV[4 + 3 * j] == '1' then
@@ -148,9 +156,18 @@ for j = 0, n - 1 do
     conflict = conflict or got ~= false
   end
   current[j + 2] = got and ('1' .. got) or '0'
+  header = header or got
 end
-if conflict then return current end
-local i = 3 + 3 * n
+local at = 3 + 3 * n
+local first = at + 1 + tonumber(ARGV[at])
+if conflict then
+  if first > at + 1 and header then
+    local rebased = rebase(header, at + 1, first, ttl)
+    if rebased then return rebased end
+  end
+  return current
+end
+local i = first
 while i <= #ARGV do
   local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   if op == 'S' then redis.call('SET', key, ARGV[i + 2]); i = i + 3
@@ -164,7 +181,82 @@ end
 return {1}
 """
 
-_SCRIPTS = {"read": _READ, "commit": _COMMIT}
+# An append-only save that lost a race, re-based here on the header that won, when that
+# header differs from the expected one only in what appends and saves change: the time,
+# version, next_seq, count and recent save tokens (same user and creation, still active,
+# same metadata and state, our token not among the recent ones: else the client's plan
+# decides).  The header is edited as text, in the field order codec.encode_header writes.
+# ARGV from ``at``: the expected header up to '"updated_at":', its '"metadata":..."state":'
+# part, the new updated_at, our token, how many tokens a header keeps, the expected
+# next_seq, the KEYS indexes of header, messages and activity shard, the activity
+# member's session part, then the message records numbered from the expected next_seq.
+# Answers {2, header written, members added by others since the expected header}.
+_REBASE = """
+local function rebase(got, at, first, ttl)
+  local fixed, body, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  if string.sub(got, 1, #fixed) ~= fixed then return nil end
+  local upd, ver, nxt, cnt, pos = string.match(got,
+    '^(%d+),"status":"active","version":(%d+),"next_seq":(%d+),"count":(%d+),()', #fixed + 1)
+  if not pos or string.sub(got, pos, pos + #body + 10) ~= body .. ',"recent":[' then
+    return nil
+  end
+  pos = pos + #body + 11
+  local close = string.find(got, ']', pos, true)
+  if not close then return nil end
+  local tokens, token = string.sub(got, pos, close - 1), '"' .. ARGV[at + 3] .. '"'
+  if string.find(tokens, token, 1, true) then return nil end
+  local records, k = {}, first - at - 10
+  for j = 1, k do
+    records[j] = string.match(ARGV[at + 9 + j], '^(.*"q":)%d+}$')
+    if not records[j] then return nil end
+  end
+  local count = 0
+  for _ in string.gmatch(tokens, '"[^"]*"') do count = count + 1 end
+  while count >= tonumber(ARGV[at + 4]) do
+    tokens = string.sub(tokens, (string.find(tokens, ',', 1, true) or #tokens) + 1)
+    count = count - 1
+  end
+  tokens = tokens == '' and token or (tokens .. ',' .. token)
+  local seq = tonumber(nxt)
+  local written = fixed .. now .. ',"status":"active","version":'
+    .. string.format('%d', tonumber(ver) + 1) .. ',"next_seq":' .. string.format('%d', seq + k)
+    .. ',"count":' .. string.format('%d', tonumber(cnt) + k) .. ',' .. body .. ',"recent":['
+    .. tokens .. ']' .. string.sub(got, close + 1)
+  local hkey, mkey = KEYS[tonumber(ARGV[at + 6])], KEYS[tonumber(ARGV[at + 7])]
+  local akey, sid = KEYS[tonumber(ARGV[at + 8])], ARGV[at + 9]
+  redis.call('SET', hkey, written)
+  for j = 1, k do
+    local s = seq + j - 1
+    local member = struct.pack('>I8', s) .. records[j] .. string.format('%d', s) .. '}'
+    redis.call('ZADD', mkey, 0, member)
+  end
+  local bucket, old, new = BUCKET, tonumber(upd), tonumber(now)
+  if old - old % bucket ~= new - new % bucket then
+    redis.call('ZREM', akey, struct.pack('>I8', old - old % bucket) .. sid)
+    redis.call('ZADD', akey, 0, struct.pack('>I8', new - new % bucket) .. sid)
+  end
+  local i = first
+  while i <= #ARGV do
+    local op = ARGV[i]
+    if op == 'E' then redis.call('PEXPIRE', KEYS[tonumber(ARGV[i + 1])], ttl); i = i + 2
+    elseif op == 'R' then i = i + 4
+    elseif op == 'D' then i = i + 2
+    else i = i + 3 end
+  end
+  local known = tonumber(ARGV[at + 5])
+  local missed = {}
+  if seq > known then
+    missed = redis.call('ZRANGEBYLEX', mkey, '[' .. struct.pack('>I8', known),
+      '(' .. struct.pack('>I8', seq))
+  end
+  return {2, written, missed}
+end
+"""
+
+_SCRIPTS = {
+    "read": _READ,
+    "commit": _REBASE.replace("BUCKET", str(keys.ACTIVITY_BUCKET_US)) + _COMMIT,
+}
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
 
 
@@ -674,7 +766,7 @@ class RedisBackend:
 
     # -- commits -------------------------------------------------------------------------
 
-    def _commit(self, op: Commit) -> Exchange[Conflict | None]:
+    def _commit(self, op: Commit) -> Exchange[Conflict | Rebased | None]:
         groups, clear = self._stage(op)
         if clear:
             yield from self._clear()
@@ -684,6 +776,9 @@ class RedisBackend:
             argv: list[Any] = [self._ttl_ms or 0, len(g.expect)]
             for _, position, value in g.expect:
                 argv += (position, b"0" if value is None else b"1", value or b"")
+            rebase = self._rebase_args(op, g) if op.append_only and len(ordered) == 1 else []
+            argv.append(len(rebase))
+            argv += rebase
             for op_args in g.ops:
                 argv += op_args
             for rkey in g.expire if self._ttl_ms is not None else ():
@@ -692,6 +787,9 @@ class RedisBackend:
         replies = yield from self._exchange(calls)
         if all(reply[0] == 1 for reply in replies):
             return None
+        if replies[0][0] == 2:  # (an append_only commit, re-based by the script)
+            family = b"m" + next(iter(op.expect))[1:]
+            return Rebased(replies[0][1], [(family + m[:8], m[8:]) for m in replies[0][2]])
         current: dict[bytes, bytes | None] = {}
         deleted = set(op.delete)
         for g, reply in zip(ordered, replies, strict=True):
@@ -702,6 +800,46 @@ class RedisBackend:
                     got = reply[position + 1]
                     current[key] = None if got == b"0" else got[1:]
         return Conflict(current)
+
+    def _rebase_args(self, op: Commit, g: _Group) -> list[Any]:
+        """The commit script's arguments for re-basing an append-only save (see _REBASE),
+        or none when the commit is not shaped as core's append-only save."""
+        if len(op.expect) != 1:
+            return []
+        ((hkey, expected),) = op.expect.items()
+        written = op.put.get(hkey)
+        if expected is None or written is None:
+            return []
+        fixed = expected.find(b'"updated_at":') + 13
+        body = expected.find(b',"metadata":') + 1
+        body_end = expected.rfind(b',"recent":[')
+        recent = written.rfind(b',"recent":[') + 11
+        if fixed < 13 or body < fixed or body_end < body or recent < 11:
+            return []
+        token = written[recent : written.index(b"]", recent)].rsplit(b",", 1)[-1].strip(b'"')
+        now_us = written[fixed : written.index(b",", fixed)]
+        known = _NEXT_SEQ.search(expected, fixed)
+        sid = keys.session_of(hkey)
+        if known is None or sid is None:
+            return []
+        first = int(known.group(1))
+        family = b"m" + hkey[1:]
+        records = []
+        seq = first
+        while (record := op.put.get(family + _U64.pack(seq))) is not None:
+            records.append(record)
+            seq += 1
+        others = [key for key in op.put if key != hkey and key[:1] != b"m"]
+        if not records or len(records) + 1 + len(others) != len(op.put) or len(others) > 1:
+            return []  # (beside the records and the header, only an activity entry)
+        if others and others[0][:1] != b"a":
+            return []
+        _, mkey, _, _ = self._locate(family + _U64.pack(0))
+        _, akey, _, member = self._locate(keys.activity_key(SessionStatus.ACTIVE, 0, sid.decode()))
+        return [
+            expected[:fixed], expected[body:body_end], now_us, token, RECENT_TOKENS, first,
+            g.key(self._locate(hkey)[1]), g.key(mkey), g.key(akey), member[8:], *records,
+        ]  # fmt: skip
 
     def _stage(self, op: Commit) -> tuple[dict[int, _Group], bool]:
         """Split a commit into per-slot groups of script ops (and whether it clears all)."""
