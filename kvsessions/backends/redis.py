@@ -46,9 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 import socket
-import struct
 import sys
 import threading
 import zlib
@@ -100,8 +98,7 @@ T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
-_U64 = struct.Struct(">Q")
-_NEXT_SEQ = re.compile(rb'"next_seq":(\d+),')
+_ACTIVE = keys.activity_key(SessionStatus.ACTIVE, 0, "-")[:2]  # the activity zset's name
 
 _READ = """
 local prune, out = ARGV[1] == '1', {}
@@ -185,46 +182,71 @@ return {1}
 # header differs from the expected one only in what appends and saves change: the time,
 # version, next_seq, count and recent save tokens (same user and creation, still active,
 # same metadata and state, our token not among the recent ones: else the client's plan
-# decides).  The header is edited as text, in the field order codec.encode_header writes.
-# ARGV from ``at``: the expected header up to '"updated_at":', its '"metadata":..."state":'
-# part, the new updated_at, our token, how many tokens a header keeps, the expected
-# next_seq, the KEYS indexes of header, messages and activity shard, the activity
-# member's session part, then the message records numbered from the expected next_seq.
-# Answers {2, header written, members added by others since the expected header}.
+# decides).  Headers are edited as text, in the field order codec.encode_header writes
+# (any other shape goes to the plan).  The commit's own ops say the rest: the header it
+# writes (its time and token), its message records (numbered from the expected
+# next_seq), the TTLs to re-arm.  ARGV from ``at``: the KEYS indexes of the messages and
+# of the active-sessions activity shard, and the session's part of an activity member.
+# Answers {2, the header written, the members others added since the expected header}.
 _REBASE = """
+local shape = '^(%d+),"status":"active","version":(%d+),"next_seq":(%d+),"count":(%d+),()'
+
 local function rebase(got, at, first, ttl)
-  local fixed, body, now = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  if string.sub(got, 1, #fixed) ~= fixed then return nil end
-  local upd, ver, nxt, cnt, pos = string.match(got,
-    '^(%d+),"status":"active","version":(%d+),"next_seq":(%d+),"count":(%d+),()', #fixed + 1)
-  if not pos or string.sub(got, pos, pos + #body + 10) ~= body .. ',"recent":[' then
+  local hi, mi, ai = tonumber(ARGV[3]), tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local expected, sid, written, records, i = ARGV[5], ARGV[at + 2], nil, {}, first
+  while i <= #ARGV do
+    local op, ki = ARGV[i], tonumber(ARGV[i + 1])
+    if op == 'S' and ki == hi then written = ARGV[i + 2]; i = i + 3
+    elseif op == 'A' and ki == mi then records[#records + 1] = string.sub(ARGV[i + 2], 9); i = i + 3
+    elseif op == 'R' and ki == mi then i = i + 4
+    elseif (op == 'A' or op == 'Z') and ki == ai then i = i + 3
+    elseif op == 'E' then i = i + 2
+    else return nil end
+  end
+  local fixed = string.find(expected, '"updated_at":', 1, true)
+  if not written or #records == 0 or not fixed then return nil end
+  fixed = fixed + 12
+  local prefix = string.sub(expected, 1, fixed)
+  if string.sub(got, 1, fixed) ~= prefix or string.sub(written, 1, fixed) ~= prefix then
+    return nil
+  end
+  local _, _, known, _, body = string.match(expected, shape, fixed + 1)
+  local now, _, after = string.match(written, shape, fixed + 1)
+  local upd, ver, nxt, cnt, pos = string.match(got, shape, fixed + 1)
+  if not (body and now and pos) or tonumber(after) - tonumber(known) ~= #records then
+    return nil
+  end
+  local ends = string.match(expected, '^.*(),"recent":%[', body)
+  local mark = string.match(written, '^.*(),"recent":%[', fixed + 1)
+  if not (ends and mark) then return nil end
+  body = string.sub(expected, body, ends - 1)
+  local token = string.match(written, '("[^"]*")%]', mark + 11)
+  if not token or string.sub(got, pos, pos + #body + 10) ~= body .. ',"recent":[' then
     return nil
   end
   pos = pos + #body + 11
   local close = string.find(got, ']', pos, true)
   if not close then return nil end
-  local tokens, token = string.sub(got, pos, close - 1), '"' .. ARGV[at + 3] .. '"'
+  local tokens = string.sub(got, pos, close - 1)
   if string.find(tokens, token, 1, true) then return nil end
-  local records, k = {}, first - at - 10
-  for j = 1, k do
-    records[j] = string.match(ARGV[at + 9 + j], '^(.*"q":)%d+}$')
+  for j = 1, #records do
+    records[j] = string.match(records[j], '^(.*"q":)%d+}$')
     if not records[j] then return nil end
   end
   local count = 0
   for _ in string.gmatch(tokens, '"[^"]*"') do count = count + 1 end
-  while count >= tonumber(ARGV[at + 4]) do
+  while count >= RECENT do
     tokens = string.sub(tokens, (string.find(tokens, ',', 1, true) or #tokens) + 1)
     count = count - 1
   end
   tokens = tokens == '' and token or (tokens .. ',' .. token)
-  local seq = tonumber(nxt)
-  local written = fixed .. now .. ',"status":"active","version":'
+  local seq, k = tonumber(nxt), #records
+  local header = prefix .. now .. ',"status":"active","version":'
     .. string.format('%d', tonumber(ver) + 1) .. ',"next_seq":' .. string.format('%d', seq + k)
     .. ',"count":' .. string.format('%d', tonumber(cnt) + k) .. ',' .. body .. ',"recent":['
     .. tokens .. ']' .. string.sub(got, close + 1)
-  local hkey, mkey = KEYS[tonumber(ARGV[at + 6])], KEYS[tonumber(ARGV[at + 7])]
-  local akey, sid = KEYS[tonumber(ARGV[at + 8])], ARGV[at + 9]
-  redis.call('SET', hkey, written)
+  local mkey, akey = KEYS[mi], KEYS[ai]
+  redis.call('SET', KEYS[hi], header)
   for j = 1, k do
     local s = seq + j - 1
     local member = struct.pack('>I8', s) .. records[j] .. string.format('%d', s) .. '}'
@@ -235,27 +257,28 @@ local function rebase(got, at, first, ttl)
     redis.call('ZREM', akey, struct.pack('>I8', old - old % bucket) .. sid)
     redis.call('ZADD', akey, 0, struct.pack('>I8', new - new % bucket) .. sid)
   end
-  local i = first
+  i = first
   while i <= #ARGV do
     local op = ARGV[i]
     if op == 'E' then redis.call('PEXPIRE', KEYS[tonumber(ARGV[i + 1])], ttl); i = i + 2
     elseif op == 'R' then i = i + 4
-    elseif op == 'D' then i = i + 2
     else i = i + 3 end
   end
-  local known = tonumber(ARGV[at + 5])
-  local missed = {}
-  if seq > known then
-    missed = redis.call('ZRANGEBYLEX', mkey, '[' .. struct.pack('>I8', known),
+  local missed, from = {}, tonumber(known)
+  if seq > from then
+    missed = redis.call('ZRANGEBYLEX', mkey, '[' .. struct.pack('>I8', from),
       '(' .. struct.pack('>I8', seq))
   end
-  return {2, written, missed}
+  return {2, header, missed}
 end
 """
 
 _SCRIPTS = {
     "read": _READ,
-    "commit": _REBASE.replace("BUCKET", str(keys.ACTIVITY_BUCKET_US)) + _COMMIT,
+    "commit": _REBASE.replace("BUCKET", str(keys.ACTIVITY_BUCKET_US)).replace(
+        "RECENT", str(RECENT_TOKENS)
+    )
+    + _COMMIT,
 }
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
 
@@ -802,44 +825,17 @@ class RedisBackend:
         return Conflict(current)
 
     def _rebase_args(self, op: Commit, g: _Group) -> list[Any]:
-        """The commit script's arguments for re-basing an append-only save (see _REBASE),
-        or none when the commit is not shaped as core's append-only save."""
-        if len(op.expect) != 1:
+        """The commit script's arguments for re-basing an append-only save (see _REBASE):
+        where the session's messages and activity entry live (the script reads the rest
+        from the commit itself)."""
+        if len(op.expect) != 1 or len(g.expect) != 1:
             return []
-        ((hkey, expected),) = op.expect.items()
-        written = op.put.get(hkey)
-        if expected is None or written is None:
+        hkey, position, expected = g.expect[0]
+        if expected is None or hkey[:1] != b"h":
             return []
-        fixed = expected.find(b'"updated_at":') + 13
-        body = expected.find(b',"metadata":') + 1
-        body_end = expected.rfind(b',"recent":[')
-        recent = written.rfind(b',"recent":[') + 11
-        if fixed < 13 or body < fixed or body_end < body or recent < 11:
-            return []
-        token = written[recent : written.index(b"]", recent)].rsplit(b",", 1)[-1].strip(b'"')
-        now_us = written[fixed : written.index(b",", fixed)]
-        known = _NEXT_SEQ.search(expected, fixed)
-        sid = keys.session_of(hkey)
-        if known is None or sid is None:
-            return []
-        first = int(known.group(1))
-        family = b"m" + hkey[1:]
-        records = []
-        seq = first
-        while (record := op.put.get(family + _U64.pack(seq))) is not None:
-            records.append(record)
-            seq += 1
-        others = [key for key in op.put if key != hkey and key[:1] != b"m"]
-        if not records or len(records) + 1 + len(others) != len(op.put) or len(others) > 1:
-            return []  # (beside the records and the header, only an activity entry)
-        if others and others[0][:1] != b"a":
-            return []
-        _, mkey, _, _ = self._locate(family + _U64.pack(0))
-        _, akey, _, member = self._locate(keys.activity_key(SessionStatus.ACTIVE, 0, sid.decode()))
-        return [
-            expected[:fixed], expected[body:body_end], now_us, token, RECENT_TOKENS, first,
-            g.key(self._locate(hkey)[1]), g.key(mkey), g.key(akey), member[8:], *records,
-        ]  # fmt: skip
+        rkey = g.keys[position - 1]
+        base, part = rkey[: len(rkey) - len(hkey)], hkey[1:]
+        return [g.key(base + b"m" + part), g.key(base + _ACTIVE), part]
 
     def _stage(self, op: Commit) -> tuple[dict[int, _Group], bool]:
         """Split a commit into per-slot groups of script ops (and whether it clears all)."""
