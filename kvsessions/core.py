@@ -511,8 +511,9 @@ def save(
 ) -> Plan[Session]:
     """Commit what ``session`` changed (see the module docstring) and return it.
 
-    The most common save, a loaded session that only gained messages, is committed
-    straight away; anything else, and such a save that lost a race, is the general plan's.
+    The most common save, a loaded session that only gained messages, takes the direct
+    path (:func:`_append`); anything else, and such a save that the direct path hands
+    back, is the general plan's.
     """
     lost: Conflict | None = None
     base = session._base if type(session) is Session else None
@@ -521,33 +522,73 @@ def save(
         if pending is not None:
             if not pending:
                 return session  # nothing to write
-            current, session_keys = base.record, base.keys
-            now_us = to_micros(now)
-            token = session._save_token
-            if token is None:
-                token = session._save_token = _new_token()
-            record = _successor(
-                current, session.user_id, current.status, current.metadata, current.state,
-                len(pending), now_us, token,
-            )  # fmt: skip
-            header = encode_header(record)
-            put = _message_puts(session_keys, current.next_seq, pending)
-            put[session_keys.header] = header
-            delete: list[bytes] = []
-            _move_activity(session_keys, current, record, put, delete)
-            answer = yield Commit({session_keys.header: base.header}, put, delete, (), True)
-            if answer is None:
-                _finish(session, pending, [], record, header, session_keys, now, False)
+            lost = yield from _append(session, base, pending, now)
+            if lost is None:
                 return session
-            if type(answer) is Rebased:  # applied after what others appended meanwhile
-                header = answer.header
-                record = decode_header(header)
-                record.user_id = session.user_id  # (equal: kept identical, see _successor)
-                missed = decode_messages(answer.missed)
-                _finish(session, pending, missed, record, header, session_keys, now, False)
-                return session
-            lost = answer
     return (yield from _save(session, now, expect_version, expiry_us, lost))
+
+
+def _append(
+    session: Session, base: SyncBase, pending: list[Message], now: datetime
+) -> Plan[Conflict | None]:
+    """Commit ``pending`` after the stored messages; ``None`` once done.
+
+    When other saves moved the header meanwhile, the messages go after theirs, on the
+    header that won (taking its state and metadata: this session changed neither), and
+    the session gets the messages it missed; a backend may do that re-base itself
+    (``Rebased``).  A header that moved otherwise (the session deleted, archived, or this
+    very save already committed) is returned as the ``Conflict`` for the general plan.
+    """
+    session_keys = base.keys
+    hkey, sid = session_keys.header, session_keys.sid
+    current, current_bytes = base.record, base.header
+    now_us = to_micros(now)
+    token = session._save_token
+    if token is None:
+        token = session._save_token = _new_token()
+    missed: list[Message] = []
+    for _ in range(MAX_SAVE_ATTEMPTS):
+        record = _successor(
+            current, session.user_id, current.status, current.metadata, current.state,
+            len(pending), now_us, token,
+        )  # fmt: skip
+        header = encode_header(record)
+        put = _message_puts(session_keys, current.next_seq, pending)
+        put[hkey] = header
+        delete: list[bytes] = []
+        _move_activity(session_keys, current, record, put, delete)
+        answer = yield Commit({hkey: current_bytes}, put, delete, (), True)
+        if answer is None:
+            break
+        if type(answer) is Rebased:  # applied after what others appended meanwhile
+            header = answer.header
+            record = decode_header(header)
+            record.user_id = session.user_id  # (equal: kept identical, see _successor)
+            missed += decode_messages(answer.missed)
+            break
+        known_next = current.next_seq
+        current_bytes = answer.current[hkey]
+        current = decode_header(current_bytes) if current_bytes is not None else None
+        if (
+            current is None
+            or current.status is not SessionStatus.ACTIVE
+            or current.user_id != session.user_id
+            or token in current.recent
+        ):
+            return answer
+        if current.next_seq > known_next:
+            missed += decode_messages(
+                (yield Scan(*keys.message_range(sid, known_next, current.next_seq)))
+            )
+    else:
+        return answer
+    if current is not base.record:  # re-based: state and metadata as stored now
+        session.state.clear()
+        session.state.update(record.state)
+        session.metadata.clear()
+        session.metadata.update(record.metadata)
+    _finish(session, pending, missed, record, header, session_keys, now, False)
+    return None
 
 
 def _save(

@@ -13,8 +13,10 @@ from kvsessions import (
     CorruptRecordError,
     MemorySessionStore,
     SchemaVersionError,
+    SessionArchivedError,
     SessionExistsError,
     SessionManager,
+    SessionNotFoundError,
     SQLiteSessionStore,
     core,
     keys,
@@ -362,6 +364,48 @@ def test_a_save_that_lost_a_race_leaves_the_session_on_the_direct_path() -> None
         "second",
         "third",
     ]
+
+
+@pytest.mark.parametrize("their_change", ["append", "state", "archive", "delete"])
+def test_a_lost_append_is_rebased_by_the_direct_path_unless_more_moved(
+    their_change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others' appends and state changes are taken in stride by the direct path (the
+    general plan is not called); an archived or deleted session goes to the general
+    plan, which refuses typed."""
+    manager = SessionManager(store=MemorySessionStore())
+    session = manager.create_session("u")
+    other = manager.get_session(session.session_id)
+    other.add_message("user", "theirs")
+    if their_change == "state":
+        other.set_state("k", 1)
+    manager.save(other)
+    if their_change == "archive":
+        manager.archive(session.session_id)
+    elif their_change == "delete":
+        manager.delete(session.session_id)
+    general = []
+    real_save = core._save
+
+    def spy(*args: Any) -> Any:
+        general.append(args)
+        return (yield from real_save(*args))
+
+    monkeypatch.setattr(core, "_save", spy)
+    session.add_message("user", "mine")
+    if their_change in ("append", "state"):
+        manager.save(session)
+        assert general == []
+        assert [(m.seq, m.content) for m in session.messages] == [(0, "theirs"), (1, "mine")]
+        assert session.state == ({"k": 1} if their_change == "state" else {})
+        stored = manager.get_session(session.session_id)
+        assert [m.content for m in stored.messages] == ["theirs", "mine"]
+        assert stored.state == session.state and stored.version == session.version
+    else:
+        error = SessionArchivedError if their_change == "archive" else SessionNotFoundError
+        with pytest.raises(error):
+            manager.save(session)
+        assert len(general) == 1
 
 
 def test_internal_builders_set_every_field_as_init_would() -> None:
