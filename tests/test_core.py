@@ -21,7 +21,16 @@ from kvsessions import (
     core,
     keys,
 )
-from kvsessions.backends.base import Batch, Commit, Get, LocalBackend, Scan, Transaction
+from kvsessions.backends.base import (
+    Batch,
+    Commit,
+    Conflict,
+    Get,
+    LocalBackend,
+    Rebased,
+    Scan,
+    Transaction,
+)
 from kvsessions.backends.memory import MemoryBackend
 from kvsessions.codec import to_micros as _us
 from kvsessions.model import (
@@ -147,8 +156,11 @@ def test_archive_inactive_reads_the_activity_index(recorded: Any) -> None:
     assert not [op for op in backend.ops if op[0] == "get"]
 
 
-def test_conflicting_commit_retries_on_the_current_header() -> None:
-    """A remote-style driver (no lock held): the plan re-bases on the answer and wins."""
+@pytest.mark.parametrize("backend_rebases", [True, False])
+def test_conflicting_commit_retries_on_the_current_header(backend_rebases: bool) -> None:
+    """A remote-style driver (no lock held).  The stale append-only commit is either
+    re-based by the backend in that same commit (``Rebased``), or, for a backend that
+    does not, refused: then the plan reads what it missed, re-bases and wins."""
     store = MemorySessionStore()
     manager = SessionManager(store=store)
     session = manager.create_session("u")
@@ -158,22 +170,32 @@ def test_conflicting_commit_retries_on_the_current_header() -> None:
     session.add_message("user", "second")
     plan = KVOperations(utcnow).save(session, None).plan
     op = next(plan)
-    assert isinstance(op, Commit)  # speculative: no read before the first attempt
-    conflict = store._backend.run(_single(op), write=True)
-    assert conflict is not None  # the stale expectation was refused
-    op = plan.send(conflict)
-    assert isinstance(op, Scan)  # it reads the message it missed
-    rows = store._backend.run(_single(op), write=False)
-    op = plan.send(rows)
-    assert isinstance(op, Commit)
-    assert store._backend.run(_single(op), write=True) is None
+    assert isinstance(op, Commit) and op.append_only  # speculative: no read first
+    if backend_rebases:
+        answer = store._backend.run(_single(op), write=True)
+        assert isinstance(answer, Rebased)
+        first = Get(keys.message_key(session.session_id, 0))
+        stored_first = store._backend.run(_single(first), write=False)
+        assert [row[1] for row in answer.missed] == [stored_first]
+    else:
+        op.append_only = False  # a backend that leaves it to the plan
+        conflict = store._backend.run(_single(op), write=True)
+        assert isinstance(conflict, Conflict)  # the stale expectation was refused
+        op = plan.send(conflict)
+        assert isinstance(op, Scan)  # it reads the message it missed
+        rows = store._backend.run(_single(op), write=False)
+        op = plan.send(rows)
+        assert isinstance(op, Commit)
+        answer = store._backend.run(_single(op), write=True)
+        assert answer is None
     with pytest.raises(StopIteration):
-        plan.send(None)
+        plan.send(answer)
     assert [m.content for m in manager.get_session(session.session_id).messages] == [
         "first",
         "second",
     ]
     assert [m.content for m in session.messages] == ["first", "second"]
+    assert [m.seq for m in session.messages] == [0, 1]
 
 
 def _single(op: Any) -> Any:

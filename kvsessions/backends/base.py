@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..errors import KVSessionsError, StoreClosedError
+from ..rebase import rebase_append
 
 __all__ = [
     "HEAVY_STEP_ROWS",
@@ -209,7 +210,7 @@ class LocalBackend(abc.ABC):
                         txn.abort()
                         txn = self._begin(True)
                     answer = _apply(txn, op)  # type: ignore[arg-type]
-                    if answer is None:
+                    if answer is None or type(answer) is Rebased:
                         txn.commit()
                         txn = None
                     elif not write:  # lost to another writer: let it clear the way
@@ -235,7 +236,7 @@ class LocalBackend(abc.ABC):
         """Answer one operation in a transaction of its own."""
         return self.run(_single(op), write=type(op) is Commit)
 
-    def commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Exception | None]:
+    def commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Rebased | Exception | None]:
         """Group commit: apply each ``Commit`` in turn in ONE transaction, durable at once.
 
         Each answer is what ``execute`` would have answered, as if the commits had run one
@@ -246,7 +247,7 @@ class LocalBackend(abc.ABC):
         self._check_usable(None)
         txn = self._begin(True)
         try:
-            answers: list[Conflict | Exception | None] = [_apply(txn, op) for op in ops]
+            answers: list[Conflict | Rebased | Exception | None] = [_apply(txn, op) for op in ops]
             txn.commit()
             return answers
         except KVSessionsError:
@@ -287,11 +288,22 @@ def _single(op: Op) -> Plan[Any]:
     return (yield op)
 
 
-def _apply(txn: Transaction, op: Commit) -> Conflict | None:
-    """Check ``op``'s expectations in ``txn`` and, if they hold, write it (no commit)."""
+def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
+    """Check ``op``'s expectations in ``txn`` and, if they hold, write it (no commit).
+
+    An ``append_only`` commit whose header moved only by others' saves is re-based on it
+    (:mod:`kvsessions.rebase`) and written too: the answer is then ``Rebased``.
+    """
     get = txn.get
     for key, value in op.expect.items():  # (usually one: the session's header)
-        if get(key) != value:
+        current = get(key)
+        if current != value:
+            if op.append_only and value is not None and current is not None:
+                edit = rebase_append(key, value, current, op.put, op.delete)
+                if edit is not None:
+                    txn.write(edit.put, edit.delete, ())
+                    rows = txn.scan(*edit.missed, None, False) if edit.missed else []
+                    return Rebased(edit.header, rows)
             return Conflict({key: get(key) for key in op.expect})
     txn.write(op.put, op.delete, op.delete_ranges)
     return None
