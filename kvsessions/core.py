@@ -12,7 +12,9 @@ the index entries at once.  If another writer got there first, the backend answe
 the current header; the plan reads the messages it missed, re-bases its changes on the
 current state (appends go after the others' appends; state and metadata merge per key)
 and commits again.  Local engines run the whole plan under their write lock, so there the
-first attempt always wins.
+first attempt always wins.  A save that only appended marks its commit ``append_only``:
+the backend may then re-base it itself, inside that commit (:mod:`kvsessions.rebase`,
+and the Redis commit script), and answer ``Rebased``.
 """
 
 from __future__ import annotations
