@@ -52,6 +52,7 @@ from .errors import (
     StoreConfigError,
 )
 from .model import (
+    MESSAGE_SETTERS,
     Message,
     Session,
     SessionStatus,
@@ -82,6 +83,7 @@ MAX_ATTEMPTS = 100  # optimistic retries of an edit before it gives up (Redis)
 MAX_SAVE_ATTEMPTS = 10_000
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 _MISSING: Any = object()
+_set_seq = MESSAGE_SETTERS[4]  # (Message is frozen; its seq is set once, when saved)
 
 
 @attrs.define(slots=True)
@@ -705,11 +707,17 @@ def _finish(
 ) -> None:
     """After the commit: the session holds what is stored (``missed``: others' messages)."""
     seq = record.next_seq - len(pending)
-    saved = missed
-    for m in pending:  # the pending messages again, now with their seqs
-        saved.append(stored_message(m.role, m.content, m.timestamp, m.extras, seq))
+    saved, replaced = missed, bool(missed)
+    for m in pending:  # each pending message gets its seq: in place, as it had none
+        if m.seq is None:
+            _set_seq(m, seq)
+        else:  # (a message that already has a seq, added again: a new one takes this one)
+            m = stored_message(m.role, m.content, m.timestamp, m.extras, seq)
+            replaced = True
+        saved.append(m)
         seq += 1
-    session.messages[session._synced :] = saved
+    if replaced:
+        session.messages[session._synced :] = saved
     if status_changed:
         session.status = record.status
     session.updated_at = now

@@ -430,6 +430,32 @@ def test_a_lost_append_is_rebased_by_the_direct_path_unless_more_moved(
         assert len(general) == 1
 
 
+def test_a_saved_message_gets_its_seq_in_place_unless_it_already_had_one() -> None:
+    """``seq`` is None until the message is saved: the object ``add_message`` returned
+    then carries its seq.  A message that already has a seq (added again, here or from
+    another session) is stored as a new object and the old one keeps its seq."""
+    manager = SessionManager(store=MemorySessionStore())
+    session = manager.create_session("u")
+    first = session.add_message("user", "one")
+    manager.save(session)
+    assert first.seq == 0 and session.messages[0] is first
+    other = manager.create_session("u")
+    shared = Message("user", "shared")
+    session.messages += [first, shared, shared]  # a stored one again, one object twice
+    other.messages.append(shared)
+    manager.save(session)
+    assert [m.seq for m in session.messages] == [0, 1, 2, 3]
+    assert first.seq == 0 and session.messages[1] is not first
+    assert session.messages[2] is shared and shared.seq == 2
+    assert session.messages[3] is not shared
+    manager.save(other)  # the shared object has a seq by now: the other gets a copy
+    assert other.messages[0].seq == 0 and other.messages[0] is not shared and shared.seq == 2
+    stored = manager.get_session(session.session_id)
+    assert [(m.seq, m.content) for m in stored.messages] == [
+        (0, "one"), (1, "one"), (2, "shared"), (3, "shared"),
+    ]  # fmt: skip
+
+
 def test_internal_builders_set_every_field_as_init_would() -> None:
     """stored_session / stored_message skip __init__: they must set each attrs field."""
     now = utcnow()
