@@ -38,6 +38,7 @@ __all__ = [
     "ACTIVITY_BUCKET_US",
     "activity_bucket",
     "activity_key",
+    "activity_prefix",
     "activity_range",
     "is_activity_entry",
     "check_id",
@@ -138,8 +139,13 @@ def activity_bucket(updated_us: int) -> int:
     return updated_us - updated_us % ACTIVITY_BUCKET_US
 
 
+def activity_prefix(status: SessionStatus) -> bytes:
+    """The first bytes of every activity entry of ``status`` sessions."""
+    return b"a" + _STATUS_BYTE[status]
+
+
 def activity_key(status: SessionStatus, updated_us: int, sid: str) -> bytes:
-    return b"a" + _STATUS_BYTE[status] + _U64.pack(activity_bucket(updated_us)) + _part(sid)
+    return activity_prefix(status) + _U64.pack(activity_bucket(updated_us)) + _part(sid)
 
 
 def is_activity_entry(key: bytes, status: SessionStatus, updated_us: int) -> bool:
@@ -153,7 +159,7 @@ def activity_range(status: SessionStatus, before_us: int | None = None) -> tuple
     The range ends after ``before_us``'s own minute: entries of that minute may be on
     either side of it (their headers tell).
     """
-    prefix = b"a" + _STATUS_BYTE[status]
+    prefix = activity_prefix(status)
     if before_us is None:
         return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
     return prefix, prefix + _U64.pack(activity_bucket(max(before_us, 0)) + ACTIVITY_BUCKET_US)

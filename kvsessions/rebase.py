@@ -19,7 +19,6 @@ left to the plan (``None``).
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -29,11 +28,10 @@ from .model import SessionStatus
 
 __all__ = ["AppendRebase", "rebase_append"]
 
-_U64 = struct.Struct(">Q")
 _LANDMARK = b'"updated_at":'
 _RECENT = b',"recent":['
 _COUNTERS = re.compile(rb'(\d+),"status":"active","version":(\d+),"next_seq":(\d+),"count":(\d+),')
-_ACTIVE = keys.activity_key(SessionStatus.ACTIVE, 0, "-")[:2]
+_ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)
 
 
 class AppendRebase(NamedTuple):
@@ -82,8 +80,8 @@ def rebase_append(
         return None
     known, first = int(base.group(3)), int(won.group(3))
     added = int(ours.group(3)) - known
-    family = b"m" + header_key[1:]
-    records = [put.get(family + _U64.pack(known + n)) for n in range(added)]
+    sid = header_key[1:-1].decode()  # (keys.header_key: "h" + the id + NUL)
+    records = [put.get(keys.message_key(sid, known + n)) for n in range(added)]
     moves = [key for key in put if key[:2] == _ACTIVE] + [k for k in delete if k[:2] == _ACTIVE]
     if added <= 0 or None in records or len(put) + len(delete) != added + 1 + len(moves):
         return None
@@ -91,7 +89,7 @@ def rebase_append(
     for n, record in enumerate(records):
         seq = first + n
         q = record.rfind(b'"q":') + 4  # type: ignore[union-attr]  # (None ruled out above)
-        out[family + _U64.pack(seq)] = record[:q] + b"%d}" % seq  # type: ignore[index]
+        out[keys.message_key(sid, seq)] = record[:q] + b"%d}" % seq  # type: ignore[index]
     kept = [*tokens[1 - RECENT_TOKENS :], token]
     header = b"%s%s,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
         prefix, ours.group(1), int(won.group(2)) + 1, first + added, int(won.group(4)) + added,
@@ -99,10 +97,9 @@ def rebase_append(
     )  # fmt: skip
     out[header_key] = header
     removed: list[bytes] = []
-    old = keys.activity_bucket(int(won.group(1)))
-    new = keys.activity_bucket(int(ours.group(1)))
-    if old != new:
-        removed.append(_ACTIVE + _U64.pack(old) + header_key[1:])
-        out[_ACTIVE + _U64.pack(new) + header_key[1:]] = b""
-    missed = (family + _U64.pack(known), family + _U64.pack(first)) if first > known else None
+    old, new = int(won.group(1)), int(ours.group(1))
+    if keys.activity_bucket(old) != keys.activity_bucket(new):
+        removed.append(keys.activity_key(SessionStatus.ACTIVE, old, sid))
+        out[keys.activity_key(SessionStatus.ACTIVE, new, sid)] = b""
+    missed = keys.message_range(sid, known, first) if first > known else None
     return AppendRebase(out, removed, header, missed)

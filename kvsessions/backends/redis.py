@@ -98,7 +98,7 @@ T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
-_ACTIVE = keys.activity_key(SessionStatus.ACTIVE, 0, "-")[:2]  # the activity zset's name
+_ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)  # the active sessions' activity zset
 
 _READ = """
 local prune, out = ARGV[1] == '1', {}
