@@ -580,19 +580,32 @@ def _append(
             or token in current.recent
         ):
             return answer
-        if current.next_seq > known_next:
-            missed += decode_messages(
-                (yield Scan(*keys.message_range(sid, known_next, current.next_seq)))
-            )
+        missed += yield from _missed(sid, known_next, current.next_seq)
     else:
         return answer
     if current is not base.record:  # re-based: state and metadata as stored now
-        session.state.clear()
-        session.state.update(record.state)
-        session.metadata.clear()
-        session.metadata.update(record.metadata)
+        _take_stored(session, record)
     _finish(session, pending, missed, record, header, session_keys, now, False)
     return None
+
+
+def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:
+    """The messages others stored from ``known_next`` on, up to ``next_seq`` (if any)."""
+    if next_seq <= known_next:
+        return []
+    return decode_messages((yield Scan(*keys.message_range(sid, known_next, next_seq))))
+
+
+def _take_stored(
+    session: Session, record: HeaderRecord, state: bool = True, metadata: bool = True
+) -> None:
+    """Make the session's state and/or metadata dicts hold ``record``'s."""
+    if state:
+        session.state.clear()
+        session.state.update(record.state)
+    if metadata:
+        session.metadata.clear()
+        session.metadata.update(record.metadata)
 
 
 def _save(
@@ -641,14 +654,13 @@ def _save(
             fresh = True
             answer = None
             if current is not None and base is not None and current.next_seq > known_next:
-                rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
-                missed += decode_messages(rows)
+                missed += yield from _missed(sid, known_next, current.next_seq)
                 known_next = current.next_seq
         if current is not None and current is not base_record and token in current.recent:
             # An earlier attempt of this very save committed, but we never heard so (a
             # lost reply, a cancelled task): adopt the stored session, write nothing.
-            rows = yield Scan(*keys.message_range(sid, known_next, current.next_seq))
-            session.messages[session._synced :] = missed + decode_messages(rows)
+            ours = yield from _missed(sid, known_next, current.next_seq)
+            session.messages[session._synced :] = missed + ours
             _adopt(session, current_bytes, current, session_keys)  # type: ignore[arg-type]
             return session
         if expiry_us is not None and current is not None and expired(current, expiry_us):
@@ -685,12 +697,12 @@ def _save(
             f"session {sid!r} kept changing under {MAX_SAVE_ATTEMPTS} save attempts; retry later"
         )
     rebased = current is not base_record
-    if changes.state_set or changes.state_del or rebased:
-        session.state.clear()
-        session.state.update(record.state)
-    if changes.meta_set or changes.meta_del or rebased:
-        session.metadata.clear()
-        session.metadata.update(record.metadata)
+    _take_stored(
+        session,
+        record,
+        rebased or bool(changes.state_set or changes.state_del),
+        rebased or bool(changes.meta_set or changes.meta_del),
+    )
     _finish(session, changes.pending, missed, record, header, session_keys, now, True)
     return session
 
@@ -729,10 +741,7 @@ def _adopt(
     session: Session, header: bytes, record: HeaderRecord, session_keys: keys.SessionKeys
 ) -> None:
     """Make ``session`` mirror the stored ``header`` (its messages are already in place)."""
-    session.state.clear()
-    session.state.update(record.state)
-    session.metadata.clear()
-    session.metadata.update(record.metadata)
+    _take_stored(session, record)
     session.status = record.status
     session.updated_at = from_micros(record.updated_at)
     _mark_synced(session, header, record, session_keys)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -263,8 +264,6 @@ def test_a_header_in_another_field_order_is_left_to_the_plan(redis_server: Redis
     their_mgr.save(theirs)
     conn = redis.Redis.from_url(redis_server.url)
     (hkey,) = [k for k in conn.scan_iter(match=f"{prefix}*") if k.endswith(keys.header_key(sid))]
-    import orjson
-
     record = orjson.loads(conn.get(hkey)[2:])
     reordered = dict(reversed(list(record.items())))
     conn.set(hkey, conn.get(hkey)[:2] + orjson.dumps(reordered))
