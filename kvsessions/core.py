@@ -201,8 +201,12 @@ def load(
     A session whose TTL ran out (``expiry_us``) is removed on the spot and not returned.
     """
     session_keys = keys.SessionKeys(session_id)
-    scan = Scan(*session_keys.messages(), last, last is not None)
-    header, rows = yield Batch((Get(session_keys.header), scan))
+    rows: list[tuple[bytes, bytes]] = []
+    if last == 0:  # the header alone (how agent code appends): one read, no scan
+        header = yield Get(session_keys.header)
+    else:
+        scan = Scan(*session_keys.messages(), last, last is not None)
+        header, rows = yield Batch((Get(session_keys.header), scan))
     if header is None:
         return None
     record = None

@@ -107,6 +107,21 @@ def test_append_writes_only_the_new_message(recorded: Any, history: int) -> None
     assert not [op for op in backend.ops if op[0] == "scan"]  # nothing read back
 
 
+def test_a_header_only_load_reads_the_header_alone(recorded: Any) -> None:
+    manager, backend = recorded
+    session = manager.create_session("u")
+    for i in range(5):
+        session.add_message("user", f"m{i}")
+    manager.save(session)
+    backend.ops.clear()
+    loaded = manager.get_session(session.session_id, messages=0)
+    assert backend.ops == [("get", keys.header_key(session.session_id))]  # no message scan
+    assert loaded is not None and loaded.messages == [] and loaded.message_count == 5
+    loaded.add_message("user", "after")
+    manager.save(loaded)
+    assert manager.get_session(session.session_id, messages=1).messages[0].seq == 5
+
+
 def test_activity_index_moves_when_the_minute_changes(recorded: Any, clock: ManualClock) -> None:
     manager, backend = recorded
     session = manager.create_session("u")
