@@ -186,8 +186,22 @@ class SessionKeys:
         self._message_prefix = b"m" + part
         self._tail = part
 
+    @classmethod
+    def of_header(cls, header: bytes) -> SessionKeys:
+        """The keys of the session whose header key is ``header`` (a key this layout made)."""
+        keys = cls.__new__(cls)
+        part = header[1:]
+        keys.sid, keys.header = part[:-1].decode("utf-8"), header
+        keys._message_prefix, keys._tail = b"m" + part, part
+        return keys
+
     def message(self, seq: int) -> bytes:
         return self._message_prefix + _U64.pack(seq)
+
+    def message_span(self, start: int, stop: int) -> tuple[bytes, bytes]:
+        """The range of this session's message keys with ``start <= seq < stop``."""
+        prefix = self._message_prefix
+        return prefix + _U64.pack(start), prefix + _U64.pack(stop)
 
     def messages(self) -> tuple[bytes, bytes]:
         """The range of all this session's message keys (as :func:`message_range`)."""

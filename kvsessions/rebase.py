@@ -63,7 +63,8 @@ def rebase_append(
     prefix = expected[:fixed]
     if current[:fixed] != prefix or written[:fixed] != prefix:
         return None
-    ours, base, won = (_COUNTERS.match(h, fixed) for h in (written, expected, current))
+    match = _COUNTERS.match
+    ours, base, won = match(written, fixed), match(expected, fixed), match(current, fixed)
     body_end = expected.rfind(_RECENT)
     if ours is None or base is None or won is None or body_end < base.end():
         return None
@@ -78,28 +79,34 @@ def rebase_append(
     tokens = current[at:close].split(b",") if close > at else []
     if close < 0 or not token or token in tokens:
         return None
-    known, first = int(base.group(3)), int(won.group(3))
-    added = int(ours.group(3)) - known
-    sid = header_key[1:-1].decode()  # (keys.header_key: "h" + the id + NUL)
-    records = [put.get(keys.message_key(sid, known + n)) for n in range(added)]
-    moves = [key for key in put if key[:2] == _ACTIVE] + [k for k in delete if k[:2] == _ACTIVE]
-    if added <= 0 or None in records or len(put) + len(delete) != added + 1 + len(moves):
+    our_time, _, our_next, _ = ours.groups()
+    won_time, won_version, won_next, won_count = won.groups()
+    known, first = int(base.group(3)), int(won_next)
+    added = int(our_next) - known
+    session_keys = keys.SessionKeys.of_header(header_key)
+    message_key = session_keys.message
+    records = [put.get(message_key(known + n)) for n in range(added)]
+    if added <= 0 or None in records:
         return None
+    if len(put) + len(delete) != added + 1:  # (the header and the records, unless it moved)
+        moves = [k for k in put if k[:2] == _ACTIVE] + [k for k in delete if k[:2] == _ACTIVE]
+        if len(put) + len(delete) != added + 1 + len(moves):
+            return None
     out: dict[bytes, bytes] = {}
     for n, record in enumerate(records):
         seq = first + n
         q = record.rfind(b'"q":') + 4  # type: ignore[union-attr]  # (None ruled out above)
-        out[keys.message_key(sid, seq)] = record[:q] + b"%d}" % seq  # type: ignore[index]
+        out[message_key(seq)] = record[:q] + b"%d}" % seq  # type: ignore[index]
     kept = [*tokens[1 - RECENT_TOKENS :], token]
     header = b"%s%s,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
-        prefix, ours.group(1), int(won.group(2)) + 1, first + added, int(won.group(4)) + added,
+        prefix, our_time, int(won_version) + 1, first + added, int(won_count) + added,
         body, _RECENT, b",".join(kept), current[close + 1 :],
     )  # fmt: skip
     out[header_key] = header
     removed: list[bytes] = []
-    old, new = int(won.group(1)), int(ours.group(1))
-    if keys.activity_bucket(old) != keys.activity_bucket(new):
-        removed.append(keys.activity_key(SessionStatus.ACTIVE, old, sid))
-        out[keys.activity_key(SessionStatus.ACTIVE, new, sid)] = b""
-    missed = keys.message_range(sid, known, first) if first > known else None
+    old, new = int(won_time), int(our_time)
+    if old // keys.ACTIVITY_BUCKET_US != new // keys.ACTIVITY_BUCKET_US:  # another minute
+        removed.append(session_keys.activity(SessionStatus.ACTIVE, old))
+        out[session_keys.activity(SessionStatus.ACTIVE, new)] = b""
+    missed = session_keys.message_span(known, first) if first > known else None
     return AppendRebase(out, removed, header, missed)

@@ -72,12 +72,22 @@ def test_message_keys_sort_by_seq(sid: str, x: int, y: int) -> None:
     assert keys.seq_of_message_key(keys.message_key(sid, x)) == x
 
 
+@given(ids, seqs, seqs, seqs)
+def test_session_keys_from_a_header_key_are_the_session_keys(
+    sid: str, x: int, y: int, moment: int
+) -> None:
+    made, rebuilt = keys.SessionKeys(sid), keys.SessionKeys.of_header(keys.header_key(sid))
+    assert (rebuilt.sid, rebuilt.header) == (sid, keys.header_key(sid))
+    assert rebuilt.message(x) == made.message(x) == keys.message_key(sid, x)
+    assert rebuilt.message_span(x, y) == keys.message_range(sid, x, y)
+    for status in SessionStatus:
+        assert rebuilt.activity(status, moment) == keys.activity_key(status, moment, sid)
+
+
 @given(ids, ids, seqs)
 def test_index_keys_give_back_the_session_id(user: str, sid: str, moment: int) -> None:
     prefix, _ = keys.user_range(user)
     assert keys.parse_index_sid(keys.user_key(user, moment, sid), len(prefix) + 8) == sid
-    from kvsessions import SessionStatus
-
     assert keys.parse_index_sid(keys.activity_key(SessionStatus.ACTIVE, moment, sid), 10) == sid
 
 
