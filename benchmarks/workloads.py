@@ -7,7 +7,11 @@ doing one operation, with its data already in place, and a ``close``.
 The raw variants drive LMDB / SQLite directly with the least work the operation needs at
 the same durability (DESIGN.md §8): an append is one transaction writing one ~150-byte
 message under a new key and rewriting a ~200-byte header; a create is one transaction with a
-header and two small index keys.
+header and two small index keys.  Those records are constant bytes (``raw``, the §8
+reference).  ``rawjson`` (information only) does the same transactions but builds its
+records as a store must: it reads the clock and encodes the message and a kvsessions-shaped
+header (counters moved on) with orjson for every operation, so the gap to kvsessions splits
+into the encoding any store pays and kvsessions' own bookkeeping.
 
 *Read* cases (``load``, ``load_last``, ``messages_last``, ``list``): kvsessions seeds one
 store; the raw sides read a byte-for-byte copy of it (the very records kvsessions wrote)
@@ -33,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +149,8 @@ def build(op: str, impl: str, store: str, durability: str, path: Path, history: 
     if impl == "kvs":
         return (_kvs_append if op == "append" else _kvs_create)(store, durability, path, history)
     engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path, durability)
-    return (engine.append if op == "append" else engine.create)(history)
+    records = _encoded_records() if impl == "rawjson" else _constant_records()
+    return (engine.append if op == "append" else engine.create)(history, records)
 
 
 # -- kvsessions ------------------------------------------------------------------------------
@@ -522,6 +527,46 @@ def _message_key(sid: bytes, seq: int) -> bytes:
     return b"m" + sid + b"\x00" + _U64.pack(seq)
 
 
+class _Records:
+    """The records a raw side writes: ``message(seq)`` and ``header(next_seq)``."""
+
+    def __init__(self, message: Callable[[int], bytes], header: Callable[[int], bytes]) -> None:
+        self.message, self.header = message, header
+
+
+def _constant_records() -> _Records:
+    """The §8 reference: the same bytes every time (sized like kvsessions' records)."""
+    return _Records(lambda seq: RAW_MESSAGE, lambda next_seq: RAW_HEADER)
+
+
+def _encoded_records() -> _Records:
+    """Records built as a store must: the clock read, the message and the header encoded."""
+    now_us, dumps = _micros_now, orjson.dumps
+    fields = {
+        "user_id": "user-1", "created_at": now_us(), "updated_at": 0, "status": "active",
+        "version": 0, "next_seq": 0, "count": 0, "metadata": {}, "state": {}, "recent": [],
+    }  # fmt: skip
+
+    def message(seq: int) -> bytes:
+        return b"K\x01" + dumps({"r": "user", "c": CONTENT, "t": now_us(), "x": {}, "q": seq})
+
+    def header(next_seq: int) -> bytes:
+        fields["updated_at"] = now_us()
+        fields["version"] += 1
+        fields["next_seq"] = fields["count"] = next_seq
+        return b"K\x01" + dumps(fields)
+
+    return _Records(message, header)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros_now() -> int:
+    delta = utcnow() - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def _index_keys(sid: bytes, n: int) -> tuple[bytes, bytes]:
     """A user-index key and an activity-index key for a new session, as kvsessions lays them."""
     stamp = _U64.pack(1_700_000_000_000_000 + n)
@@ -536,7 +581,7 @@ class _LMDBRaw:
             str(path / "raw.lmdb"), map_size=LMDB_MAP_SIZE, sync=full, metasync=full
         )
 
-    def append(self, history: int) -> Workload:
+    def append(self, history: int, records: _Records) -> Workload:
         env, sid = self.env, uuid.uuid4().hex.encode()
         hkey = b"h" + sid + b"\x00"
         for start in range(0, history, BATCH):
@@ -545,24 +590,25 @@ class _LMDBRaw:
                     txn.put(_message_key(sid, seq), RAW_MESSAGE)
                 txn.put(hkey, RAW_HEADER)
         seq = history
+        message, header = records.message, records.header
 
         def op() -> None:
             nonlocal seq
             with env.begin(write=True) as txn:
-                txn.put(_message_key(sid, seq), RAW_MESSAGE)
-                txn.put(hkey, RAW_HEADER)
+                txn.put(_message_key(sid, seq), message(seq))
+                txn.put(hkey, header(seq + 1))
             seq += 1
 
         return Workload(op, env.close)
 
-    def create(self, history: int) -> Workload:
-        env, counter = self.env, iter(range(sys.maxsize))
+    def create(self, history: int, records: _Records) -> Workload:
+        env, counter, header = self.env, iter(range(sys.maxsize)), records.header
 
         def op() -> None:
             sid = uuid.uuid4().hex.encode()
             user_key, activity_key = _index_keys(sid, next(counter))
             with env.begin(write=True) as txn:
-                txn.put(b"h" + sid + b"\x00", RAW_HEADER)
+                txn.put(b"h" + sid + b"\x00", header(0))
                 txn.put(user_key, b"")
                 txn.put(activity_key, b"")
 
@@ -576,7 +622,7 @@ class _SQLiteRaw:
         conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         conn.execute("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
 
-    def append(self, history: int) -> Workload:
+    def append(self, history: int, records: _Records) -> Workload:
         conn, sid = self.conn, uuid.uuid4().hex.encode()
         hkey = b"h" + sid + b"\x00"
         execute = conn.execute
@@ -590,25 +636,27 @@ class _SQLiteRaw:
             execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (hkey, RAW_HEADER))
             execute("COMMIT")
         seq = history
+        message, header = records.message, records.header
 
         def op() -> None:
             nonlocal seq
             execute("BEGIN")
-            execute("INSERT INTO kv VALUES (?, ?)", (_message_key(sid, seq), RAW_MESSAGE))
-            execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (hkey, RAW_HEADER))
+            execute("INSERT INTO kv VALUES (?, ?)", (_message_key(sid, seq), message(seq)))
+            execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (hkey, header(seq + 1)))
             execute("COMMIT")
             seq += 1
 
         return Workload(op, conn.close)
 
-    def create(self, history: int) -> Workload:
+    def create(self, history: int, records: _Records) -> Workload:
         execute, counter = self.conn.execute, iter(range(sys.maxsize))
+        header = records.header
 
         def op() -> None:
             sid = uuid.uuid4().hex.encode()
             user_key, activity_key = _index_keys(sid, next(counter))
             execute("BEGIN")
-            execute("INSERT INTO kv VALUES (?, ?)", (b"h" + sid + b"\x00", RAW_HEADER))
+            execute("INSERT INTO kv VALUES (?, ?)", (b"h" + sid + b"\x00", header(0)))
             execute("INSERT INTO kv VALUES (?, ?)", (user_key, b""))
             execute("INSERT INTO kv VALUES (?, ?)", (activity_key, b""))
             execute("COMMIT")
