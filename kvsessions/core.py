@@ -83,7 +83,8 @@ MAX_ATTEMPTS = 100  # optimistic retries of an edit before it gives up (Redis)
 MAX_SAVE_ATTEMPTS = 10_000
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 _MISSING: Any = object()
-_set_seq = MESSAGE_SETTERS[4]  # (Message is frozen; its seq is set once, when saved)
+_set_seq = MESSAGE_SETTERS[4]
+_BUCKET = keys.ACTIVITY_BUCKET_US  # (Message is frozen; its seq is set once, when saved)
 
 
 @attrs.define(slots=True)
@@ -523,29 +524,30 @@ def save(
     path (:func:`_append`); anything else, and such a save that the direct path hands
     back, is the general plan's.
     """
-    lost: Conflict | None = None
     base = session._base if type(session) is Session else None
     if base is not None and expect_version is None and expiry_us is None:
         pending = _appended(session, base)
-        if pending is not None:
-            if not pending:
-                return session  # nothing to write
-            lost = yield from _append(session, base, pending, now)
-            if lost is None:
-                return session
-    return (yield from _save(session, now, expect_version, expiry_us, lost))
+        if pending is not None:  # (the plan is chosen here: one generator per save)
+            return _append(session, base, pending, now) if pending else _nothing(session)
+    return _save(session, now, expect_version, expiry_us, None)
+
+
+def _nothing(session: Session) -> Plan[Session]:
+    """The plan of a save with nothing to write."""
+    return session
+    yield  # (a generator: a plan that asks for nothing)
 
 
 def _append(
     session: Session, base: SyncBase, pending: list[Message], now: datetime
-) -> Plan[Conflict | None]:
-    """Commit ``pending`` after the stored messages; ``None`` once done.
+) -> Plan[Session]:
+    """Commit ``pending`` after the stored messages.
 
     When other saves moved the header meanwhile, the messages go after theirs, on the
     header that won (taking its state and metadata: this session changed neither), and
     the session gets the messages it missed; a backend may do that re-base itself
     (``Rebased``).  A header that moved otherwise (the session deleted, archived, or this
-    very save already committed) is returned as the ``Conflict`` for the general plan.
+    very save already committed) goes on in the general plan, from that ``Conflict``.
     """
     session_keys = base.keys
     hkey, sid = session_keys.header, session_keys.sid
@@ -564,7 +566,8 @@ def _append(
         put = _message_puts(session_keys, current.next_seq, pending)
         put[hkey] = header
         delete: list[bytes] = []
-        _move_activity(session_keys, current, record, put, delete)
+        if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)
+            _move_activity(session_keys, current, record, put, delete)
         answer = yield Commit({hkey: current_bytes}, put, delete, (), True)
         if answer is None:
             break
@@ -583,14 +586,14 @@ def _append(
             or current.user_id != session.user_id
             or token in current.recent
         ):
-            return answer
+            break
         missed += yield from _missed(sid, known_next, current.next_seq)
-    else:
-        return answer
+    if answer is not None and type(answer) is not Rebased:  # for the general plan
+        return (yield from _save(session, now, None, None, answer))
     if current is not base.record:  # re-based: state and metadata as stored now
         _take_stored(session, record)
     _finish(session, pending, missed, record, header, session_keys, now, False)
-    return None
+    return session
 
 
 def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:

@@ -49,7 +49,7 @@ class KVOperations:
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         now = self._clock()
         expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
-        return Job(core.save(session, now, expect_version, expiry_us), write=True)
+        return Job(core.save(session, now, expect_version, expiry_us), True)
 
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)
