@@ -83,8 +83,8 @@ MAX_ATTEMPTS = 100  # optimistic retries of an edit before it gives up (Redis)
 MAX_SAVE_ATTEMPTS = 10_000
 ARCHIVE_CHUNK = 512  # sessions archived per commit by archive_inactive
 _MISSING: Any = object()
-_set_seq = MESSAGE_SETTERS[4]
-_BUCKET = keys.ACTIVITY_BUCKET_US  # (Message is frozen; its seq is set once, when saved)
+_set_seq = MESSAGE_SETTERS[4]  # (Message is frozen; its seq is set once, when saved)
+_BUCKET = keys.ACTIVITY_BUCKET_US
 
 
 @attrs.define(slots=True)
