@@ -557,18 +557,13 @@ def _append(
     if token is None:
         token = session._save_token = _new_token()
     missed: list[Message] = []
+    snapshot = base.metadata_json, base.state_json
     for _ in range(MAX_SAVE_ATTEMPTS):
-        record = _successor(
-            current, session.user_id, current.status, current.metadata, current.state,
-            len(pending), now_us, token,
+        record, header, commit = _append_commit(
+            session_keys, current, current_bytes, session.user_id, pending, now_us, token,
+            snapshot,
         )  # fmt: skip
-        header = encode_header(record)
-        put = _message_puts(session_keys, current.next_seq, pending)
-        put[hkey] = header
-        delete: list[bytes] = []
-        if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)
-            _move_activity(session_keys, current, record, put, delete)
-        answer = yield Commit({hkey: current_bytes}, put, delete, (), True)
+        answer = yield commit
         if answer is None:
             break
         if type(answer) is Rebased:  # applied after what others appended meanwhile
@@ -588,12 +583,43 @@ def _append(
         ):
             break
         missed += yield from _missed(sid, known_next, current.next_seq)
+        snapshot = orjson.dumps(current.metadata), orjson.dumps(current.state)
     if answer is not None and type(answer) is not Rebased:  # for the general plan
         return (yield from _save(session, now, None, None, answer))
     if current is not base.record:  # re-based: state and metadata as stored now
         _take_stored(session, record)
     _finish(session, pending, missed, record, header, session_keys, now, False)
     return session
+
+
+def _append_commit(
+    session_keys: keys.SessionKeys,
+    current: HeaderRecord,
+    current_bytes: bytes,
+    user_id: str,
+    pending: list[Message],
+    now_us: int,
+    token: str,
+    snapshot: tuple[bytes, bytes],
+) -> tuple[HeaderRecord, bytes, Commit]:
+    """The header, its bytes and the commit of saving ``pending`` after ``current``.
+
+    ``snapshot`` is ``current``'s metadata and state as JSON (as the header holds them):
+    with what else the plan knows it is the commit's ``hint``, so that a local engine can
+    re-base the commit without reading it back (:mod:`kvsessions.rebase`).
+    """
+    record = _successor(
+        current, user_id, current.status, current.metadata, current.state, len(pending),
+        now_us, token,
+    )  # fmt: skip
+    header = encode_header(record)
+    put = _message_puts(session_keys, current.next_seq, pending)
+    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
+    put[session_keys.header] = header  # (after the records: the hint finds them first)
+    delete: list[bytes] = []
+    if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)
+        _move_activity(session_keys, current, record, put, delete)
+    return record, header, Commit({session_keys.header: current_bytes}, put, delete, (), True, hint)
 
 
 def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:

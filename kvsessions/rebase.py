@@ -19,19 +19,27 @@ left to the plan (``None``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from itertools import islice
 from typing import NamedTuple
 
 from . import keys
 from .codec import RECENT_TOKENS
 from .model import SessionStatus
 
-__all__ = ["AppendRebase", "rebase_append"]
+__all__ = ["AppendHint", "AppendRebase", "rebase_append"]
 
 _LANDMARK = b'"updated_at":'
 _RECENT = b',"recent":['
 _COUNTERS = re.compile(rb'(\d+),"status":"active","version":(\d+),"next_seq":(\d+),"count":(\d+),')
-_ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)
+
+
+#: What the plan knows of an append-only commit (``Commit.hint``, built by
+#: ``core._append_commit``): the session's keys, the expected header's ``next_seq``, how
+#: many messages the commit adds (its ``put`` holds their records first, in seq order from
+#: that ``next_seq``), this save's token, its time, and the expected header's metadata and
+#: state as the header holds them (JSON).
+AppendHint = tuple[keys.SessionKeys, int, int, str, int, tuple[bytes, bytes]]
 
 
 class AppendRebase(NamedTuple):
@@ -44,69 +52,51 @@ class AppendRebase(NamedTuple):
 
 
 def rebase_append(
-    header_key: bytes,
-    expected: bytes,
-    current: bytes,
-    put: Mapping[bytes, bytes],
-    delete: Sequence[bytes],
+    expected: bytes, current: bytes, put: Mapping[bytes, bytes], hint: AppendHint
 ) -> AppendRebase | None:
-    """The writes that apply an append-only commit on the ``current`` header instead of
-    the ``expected`` one, or ``None`` if only the plan may decide.
+    """The writes that apply an append-only commit (its ``put`` and ``hint``) on the
+    ``current`` header instead of the ``expected`` one, or ``None`` if only the plan may
+    decide.
 
-    ``put``/``delete`` are the commit's (header, message records numbered from the
-    expected ``next_seq``, and the activity entry's move).
+    Only ``current`` is parsed: the hint says what the commit is (this runs under the
+    engine's write lock, so the less it does the better).
     """
-    written = put.get(header_key)
-    fixed = expected.find(_LANDMARK) + len(_LANDMARK)
-    if written is None or fixed < len(_LANDMARK):
+    session_keys, known, added, token, updated_us, (metadata, state) = hint
+    fixed = current.find(_LANDMARK) + len(_LANDMARK)
+    if fixed < len(_LANDMARK) or current[:fixed] != expected[:fixed] or added <= 0:
+        return None  # (another user or creation time, or not this codec's shape)
+    won = _COUNTERS.match(current, fixed)
+    if won is None:
         return None
-    prefix = expected[:fixed]
-    if current[:fixed] != prefix or written[:fixed] != prefix:
-        return None
-    match = _COUNTERS.match
-    ours, base, won = match(written, fixed), match(expected, fixed), match(current, fixed)
-    body_end = expected.rfind(_RECENT)
-    if ours is None or base is None or won is None or body_end < base.end():
-        return None
-    body = expected[base.end() : body_end]
     at = won.end()
-    if current[at : at + len(body) + len(_RECENT)] != body + _RECENT:
-        return None
+    body = b'"metadata":%s,"state":%s' % (metadata, state)
+    if not current.startswith(body, at) or not current.startswith(_RECENT, at + len(body)):
+        return None  # metadata or state changed (or a shape this codec does not write)
     at += len(body) + len(_RECENT)
     close = current.find(b"]", at)
-    mark = written.rfind(_RECENT) + len(_RECENT)
-    token = written[mark : written.find(b"]", mark)].rpartition(b",")[2]
     tokens = current[at:close].split(b",") if close > at else []
-    if close < 0 or not token or token in tokens:
-        return None
-    our_time, _, our_next, _ = ours.groups()
+    ours = b'"%s"' % token.encode()
+    if close < 0 or ours in tokens:
+        return None  # (this very save is already in)
     won_time, won_version, won_next, won_count = won.groups()
-    known, first = int(base.group(3)), int(won_next)
-    added = int(our_next) - known
-    session_keys = keys.SessionKeys.of_header(header_key)
+    first = int(won_next)
     message_key = session_keys.message
-    records = [put.get(message_key(known + n)) for n in range(added)]
-    if added <= 0 or None in records:
-        return None
-    if len(put) + len(delete) != added + 1:  # (the header and the records, unless it moved)
-        moves = [k for k in put if k[:2] == _ACTIVE] + [k for k in delete if k[:2] == _ACTIVE]
-        if len(put) + len(delete) != added + 1 + len(moves):
-            return None
     out: dict[bytes, bytes] = {}
-    for n, record in enumerate(records):
-        seq = first + n
-        q = record.rfind(b'"q":') + 4  # type: ignore[union-attr]  # (None ruled out above)
-        out[message_key(seq)] = record[:q] + b"%d}" % seq  # type: ignore[index]
-    kept = [*tokens[1 - RECENT_TOKENS :], token]
-    header = b"%s%s,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
-        prefix, our_time, int(won_version) + 1, first + added, int(won_count) + added,
-        body, _RECENT, b",".join(kept), current[close + 1 :],
+    seq = first
+    for record in islice(put.values(), added):
+        q = record.rfind(b'"q":') + 4
+        out[message_key(seq)] = record[:q] + b"%d}" % seq
+        seq += 1
+    kept = b",".join([*tokens[1 - RECENT_TOKENS :], ours])
+    header = b"%s%d,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
+        current[:fixed], updated_us, int(won_version) + 1, first + added,
+        int(won_count) + added, body, _RECENT, kept, current[close + 1 :],
     )  # fmt: skip
-    out[header_key] = header
+    out[session_keys.header] = header
     removed: list[bytes] = []
-    old, new = int(won_time), int(our_time)
-    if old // keys.ACTIVITY_BUCKET_US != new // keys.ACTIVITY_BUCKET_US:  # another minute
+    old = int(won_time)
+    if old // keys.ACTIVITY_BUCKET_US != updated_us // keys.ACTIVITY_BUCKET_US:
         removed.append(session_keys.activity(SessionStatus.ACTIVE, old))
-        out[session_keys.activity(SessionStatus.ACTIVE, new)] = b""
+        out[session_keys.activity(SessionStatus.ACTIVE, updated_us)] = b""
     missed = session_keys.message_span(known, first) if first > known else None
     return AppendRebase(out, removed, header, missed)

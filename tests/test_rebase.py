@@ -3,8 +3,8 @@
 For any header the codec writes (any user id, metadata, state, parent, token list, times)
 and any saves by others in between, the writes :func:`rebase_append` makes on the header
 that won are exactly the ones ``core`` builds when it re-bases on that header itself
-(``_successor``, ``_message_puts``, ``_move_activity``); anything it must not decide is
-``None``.  (The Redis script is held to the same in ``test_redis_rebase.py``.)
+(``_append_commit``); anything it must not decide is ``None``.  (The Redis script is
+held to the same in ``test_redis_rebase.py``.)
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvsessions import Message, keys
+from kvsessions.backends.base import Commit
 from kvsessions.codec import RECENT_TOKENS, HeaderRecord, encode_header
-from kvsessions.core import _message_puts as message_puts
-from kvsessions.core import _move_activity, _successor
+from kvsessions.core import _append_commit, _successor
 from kvsessions.model import SessionStatus
 from kvsessions.rebase import rebase_append
 
@@ -54,18 +55,14 @@ def headers(draw: Any) -> HeaderRecord:
 
 def commit_on(
     sid: str, header: HeaderRecord, pending: list[Message], now_us: int, token: str
-) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """The writes of an append-only save on ``header``, as core builds them."""
-    session_keys = keys.SessionKeys(sid)
-    record = _successor(
-        header, header.user_id, header.status, header.metadata, header.state, len(pending),
-        now_us, token,
+) -> Commit:
+    """The commit of an append-only save on ``header``, as core builds it."""
+    snapshot = orjson.dumps(header.metadata), orjson.dumps(header.state)
+    _, _, commit = _append_commit(
+        keys.SessionKeys(sid), header, encode_header(header), header.user_id, pending, now_us,
+        token, snapshot,
     )  # fmt: skip
-    put = message_puts(session_keys, header.next_seq, pending)
-    put[session_keys.header] = encode_header(record)
-    delete: list[bytes] = []
-    _move_activity(session_keys, header, record, put, delete)
-    return put, delete
+    return commit
 
 
 @settings(max_examples=300, deadline=None)
@@ -87,13 +84,13 @@ def test_rebase_writes_what_the_plan_writes_on_the_header_that_won(
         base, base.user_id, base.status, base.metadata, base.state, others, their_us, "f" * 32
     )
     hkey = keys.header_key(sid)
-    put, delete = commit_on(sid, base, pending, our_us, token)
-    edit = rebase_append(hkey, encode_header(base), encode_header(won), put, delete)
+    commit = commit_on(sid, base, pending, our_us, token)
+    edit = rebase_append(encode_header(base), encode_header(won), commit.put, commit.hint)
     assert edit is not None
-    want_put, want_delete = commit_on(sid, won, pending, our_us, token)
-    assert edit.put == want_put
-    assert sorted(edit.delete) == sorted(want_delete)
-    assert edit.header == want_put[hkey]
+    want = commit_on(sid, won, pending, our_us, token)
+    assert edit.put == want.put
+    assert sorted(edit.delete) == sorted(want.delete)
+    assert edit.header == want.put[hkey]
     assert edit.missed == (keys.message_range(sid, base.next_seq, won.next_seq) if others else None)
 
 
@@ -120,6 +117,5 @@ def test_anything_but_saves_of_appends_is_left_to_the_plan(
         won.created_at += 1
     else:
         won.recent = [*won.recent[1 - RECENT_TOKENS :], token]  # this save already landed
-    put, delete = commit_on(sid, base, pending, base.updated_at + 2, token)
-    hkey = keys.header_key(sid)
-    assert rebase_append(hkey, encode_header(base), encode_header(won), put, delete) is None
+    commit = commit_on(sid, base, pending, base.updated_at + 2, token)
+    assert rebase_append(encode_header(base), encode_header(won), commit.put, commit.hint) is None

@@ -10,15 +10,16 @@ has to answer four operations:
     -> ``[(key, value), ...]`` for ``start <= key < stop`` in key order (or reversed).
 ``Batch(ops)``
     -> a tuple with the answer of each ``Get``/``Scan``, all read from one snapshot.
-``Commit(expect, put, delete, delete_ranges, append_only)``
+``Commit(expect, put, delete, delete_ranges, append_only, hint)``
     -> ``None`` once applied atomically, or :class:`Conflict` with the current values of the
     ``expect`` keys when one of them differs (``None`` expected = key absent); then nothing
     was written.  Deletes apply before puts.  ``append_only`` marks a save that only
     appends messages to one session (its header expected, state and metadata untouched):
     a backend that can re-base such a commit where the data lives may, when only the
     header moved compatibly, apply it on the current header and answer :class:`Rebased`
-    (Redis does, in its commit script, saving the round trips of a lost race); any
-    backend may ignore the mark and answer ``Conflict``.
+    (Redis does, in its commit script, saving the round trips of a lost race; the local
+    engines do it with :func:`kvsessions.rebase.rebase_append` and the commit's ``hint``);
+    any backend may ignore the mark and answer ``Conflict``.
 
 A local backend (memory, LMDB, SQLite) can drive a plan two ways, and plans are written
 to be correct under both:
@@ -98,6 +99,9 @@ class Commit:
     delete: Sequence[bytes] = ()
     delete_ranges: Sequence[tuple[bytes, bytes]] = ()
     append_only: bool = False
+    #: With ``append_only``: what the plan knows of it (``rebase.AppendHint``), so a local
+    #: engine can re-base it without parsing it back; other backends ignore it.
+    hint: Any = None
 
 
 @attrs.define(slots=True)
@@ -298,8 +302,8 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
     for key, value in op.expect.items():  # (usually one: the session's header)
         current = get(key)
         if current != value:
-            if op.append_only and value is not None and current is not None:
-                edit = rebase_append(key, value, current, op.put, op.delete)
+            if op.append_only and value is not None and current is not None and op.hint:
+                edit = rebase_append(value, current, op.put, op.hint)
                 if edit is not None:
                     txn.write(edit.put, edit.delete, ())
                     rows = txn.scan(*edit.missed, None, False) if edit.missed else []
