@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..errors import KVSessionsError, StoreClosedError
-from ..rebase import rebase_append
+from ..rebase import AppendHint, rebase_append
 
 __all__ = [
     "HEAVY_STEP_ROWS",
@@ -99,9 +99,9 @@ class Commit:
     delete: Sequence[bytes] = ()
     delete_ranges: Sequence[tuple[bytes, bytes]] = ()
     append_only: bool = False
-    #: With ``append_only``: what the plan knows of it (``rebase.AppendHint``), so a local
-    #: engine can re-base it without parsing it back; other backends ignore it.
-    hint: Any = None
+    #: With ``append_only``: what the plan knows of it, so a local engine can re-base it
+    #: without parsing it back; other backends ignore it.
+    hint: AppendHint | None = None
 
 
 @attrs.define(slots=True)
@@ -302,7 +302,7 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
     for key, value in op.expect.items():  # (usually one: the session's header)
         current = get(key)
         if current != value:
-            if op.append_only and value is not None and current is not None and op.hint:
+            if op.append_only and op.hint is not None and value is not None and current is not None:
                 edit = rebase_append(value, current, op.put, op.hint)
                 if edit is not None:
                     txn.write(edit.put, edit.delete, ())
