@@ -149,7 +149,7 @@ def build(op: str, impl: str, store: str, durability: str, path: Path, history: 
     if impl == "kvs":
         return (_kvs_append if op == "append" else _kvs_create)(store, durability, path, history)
     engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path, durability)
-    records = _encoded_records() if impl == "rawjson" else _constant_records()
+    records = _encoded_records() if impl == "rawjson" else None
     return (engine.append if op == "append" else engine.create)(history, records)
 
 
@@ -528,15 +528,14 @@ def _message_key(sid: bytes, seq: int) -> bytes:
 
 
 class _Records:
-    """The records a raw side writes: ``message(seq)`` and ``header(next_seq)``."""
+    """The records ``rawjson`` writes: ``message(seq)`` and ``header(next_seq)``.
+
+    (The ``raw`` reference writes constant bytes with no call at all: its ops below are
+    written out apart from these so that it does nothing but drive the engine.)
+    """
 
     def __init__(self, message: Callable[[int], bytes], header: Callable[[int], bytes]) -> None:
         self.message, self.header = message, header
-
-
-def _constant_records() -> _Records:
-    """The §8 reference: the same bytes every time (sized like kvsessions' records)."""
-    return _Records(lambda seq: RAW_MESSAGE, lambda next_seq: RAW_HEADER)
 
 
 def _encoded_records() -> _Records:
@@ -581,7 +580,7 @@ class _LMDBRaw:
             str(path / "raw.lmdb"), map_size=LMDB_MAP_SIZE, sync=full, metasync=full
         )
 
-    def append(self, history: int, records: _Records) -> Workload:
+    def append(self, history: int, records: _Records | None) -> Workload:
         env, sid = self.env, uuid.uuid4().hex.encode()
         hkey = b"h" + sid + b"\x00"
         for start in range(0, history, BATCH):
@@ -590,29 +589,41 @@ class _LMDBRaw:
                     txn.put(_message_key(sid, seq), RAW_MESSAGE)
                 txn.put(hkey, RAW_HEADER)
         seq = history
-        message, header = records.message, records.header
 
         def op() -> None:
+            nonlocal seq
+            with env.begin(write=True) as txn:
+                txn.put(_message_key(sid, seq), RAW_MESSAGE)
+                txn.put(hkey, RAW_HEADER)
+            seq += 1
+
+        def encoding_op() -> None:
             nonlocal seq
             with env.begin(write=True) as txn:
                 txn.put(_message_key(sid, seq), message(seq))
                 txn.put(hkey, header(seq + 1))
             seq += 1
 
-        return Workload(op, env.close)
+        if records is None:
+            return Workload(op, env.close)
+        message, header = records.message, records.header
+        return Workload(encoding_op, env.close)
 
-    def create(self, history: int, records: _Records) -> Workload:
-        env, counter, header = self.env, iter(range(sys.maxsize)), records.header
+    def create(self, history: int, records: _Records | None) -> Workload:
+        env, counter = self.env, iter(range(sys.maxsize))
 
-        def op() -> None:
+        def op(header: bytes = RAW_HEADER) -> None:
             sid = uuid.uuid4().hex.encode()
             user_key, activity_key = _index_keys(sid, next(counter))
             with env.begin(write=True) as txn:
-                txn.put(b"h" + sid + b"\x00", header(0))
+                txn.put(b"h" + sid + b"\x00", header)
                 txn.put(user_key, b"")
                 txn.put(activity_key, b"")
 
-        return Workload(op, env.close)
+        if records is None:
+            return Workload(op, env.close)
+        encode = records.header
+        return Workload(lambda: op(encode(0)), env.close)
 
 
 class _SQLiteRaw:
@@ -622,7 +633,7 @@ class _SQLiteRaw:
         conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         conn.execute("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
 
-    def append(self, history: int, records: _Records) -> Workload:
+    def append(self, history: int, records: _Records | None) -> Workload:
         conn, sid = self.conn, uuid.uuid4().hex.encode()
         hkey = b"h" + sid + b"\x00"
         execute = conn.execute
@@ -636,9 +647,16 @@ class _SQLiteRaw:
             execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (hkey, RAW_HEADER))
             execute("COMMIT")
         seq = history
-        message, header = records.message, records.header
 
         def op() -> None:
+            nonlocal seq
+            execute("BEGIN")
+            execute("INSERT INTO kv VALUES (?, ?)", (_message_key(sid, seq), RAW_MESSAGE))
+            execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (hkey, RAW_HEADER))
+            execute("COMMIT")
+            seq += 1
+
+        def encoding_op() -> None:
             nonlocal seq
             execute("BEGIN")
             execute("INSERT INTO kv VALUES (?, ?)", (_message_key(sid, seq), message(seq)))
@@ -646,19 +664,24 @@ class _SQLiteRaw:
             execute("COMMIT")
             seq += 1
 
-        return Workload(op, conn.close)
+        if records is None:
+            return Workload(op, conn.close)
+        message, header = records.message, records.header
+        return Workload(encoding_op, conn.close)
 
-    def create(self, history: int, records: _Records) -> Workload:
+    def create(self, history: int, records: _Records | None) -> Workload:
         execute, counter = self.conn.execute, iter(range(sys.maxsize))
-        header = records.header
 
-        def op() -> None:
+        def op(header: bytes = RAW_HEADER) -> None:
             sid = uuid.uuid4().hex.encode()
             user_key, activity_key = _index_keys(sid, next(counter))
             execute("BEGIN")
-            execute("INSERT INTO kv VALUES (?, ?)", (b"h" + sid + b"\x00", header(0)))
+            execute("INSERT INTO kv VALUES (?, ?)", (b"h" + sid + b"\x00", header))
             execute("INSERT INTO kv VALUES (?, ?)", (user_key, b""))
             execute("INSERT INTO kv VALUES (?, ?)", (activity_key, b""))
             execute("COMMIT")
 
-        return Workload(op, self.conn.close)
+        if records is None:
+            return Workload(op, self.conn.close)
+        encode = records.header
+        return Workload(lambda: op(encode(0)), self.conn.close)
