@@ -161,16 +161,29 @@ def asynchronous(
         }
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
-    gc.callbacks.append(on_gc)
     if frozen:  # the heap so far (modules, the harness) out of the collector's way
         gc.collect()
         gc.freeze()
+    gc.callbacks.append(on_gc)
     try:
         return asyncio.run(main())
     finally:
         gc.unfreeze()
         gc.callbacks.remove(on_gc)
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+
+def _full_collection_ms(frozen: bool) -> float:
+    """How long one full collection of this process's heap takes (after ``gc.freeze()``)."""
+    gc.collect()
+    if frozen:
+        gc.freeze()
+    try:
+        started = time.perf_counter()
+        gc.collect()
+        return (time.perf_counter() - started) * 1000
+    finally:
+        gc.unfreeze()
 
 
 def _gc_in_slowest(paced: dict[str, Any]) -> float:
@@ -206,6 +219,8 @@ def child(kind: str, durability: str, sessions: int) -> dict[str, Any]:
         result["paced_frozen"] = asynchronous(
             kind, durability, base / "f", sessions, paced=True, frozen=True
         )
+    result["full_collection_ms"] = _full_collection_ms(frozen=False)
+    result["full_collection_frozen_ms"] = _full_collection_ms(frozen=True)
     return result
 
 
@@ -223,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'store':<8} {'durab.':<6} {'blocking/s':>10} {'asyncio/s':>10} {'ratio':>6}   "
         "paced: loop stall max / p99, slowest callback (GC in it), same without GC, "
-        "slowest open/close; with gc.freeze(): stall max, slowest callback"
+        "slowest open/close; with gc.freeze(): stall max, slowest callback; gc.collect()"
     )
     for kind, durability in STORES:
         if args.only and not fnmatch.fnmatch(f"{kind}/{durability}", f"*{args.only}*"):
@@ -253,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{paced['slowest_callback_ms']:.1f} ms ({_gc_in_slowest(paced):.1f}), "
             f"{paced['slowest_callback_without_gc_ms']:.1f} ms, "
             f"{paced['slowest_open_close_callback_ms']:.1f} ms; "
-            f"{frozen['stall_max_ms']:.1f} ms, {frozen['slowest_callback_ms']:.1f} ms",
+            f"{frozen['stall_max_ms']:.1f} ms, {frozen['slowest_callback_ms']:.1f} ms; "
+            f"a full collection {row['full_collection_ms']:.1f} ms, "
+            f"frozen {row['full_collection_frozen_ms']:.2f} ms",
             flush=True,
         )
     path = Path(args.json)
