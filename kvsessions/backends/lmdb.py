@@ -24,7 +24,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lmdb
@@ -134,15 +134,17 @@ class LMDBBackend(LocalBackend):
 
 
 class _LMDBTxn(Transaction):
-    __slots__ = ("_backend", "_done", "_txn")
+    __slots__ = ("_backend", "_done", "_txn", "get")
+
+    #: ``Transaction.get`` is the engine's own method (``buffers=False``: it returns bytes),
+    #: so every read of a plan saves a Python call.
+    get: Callable[[bytes], bytes | None]  # type: ignore[assignment]
 
     def __init__(self, txn: lmdb.Transaction, backend: LMDBBackend) -> None:
         self._txn = txn
         self._backend = backend
         self._done = False
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._txn.get(key)  # type: ignore[return-value]  # (buffers=False: bytes)
+        self.get = txn.get  # type: ignore[assignment]
 
     def scan(
         self, start: bytes, stop: bytes, limit: int | None, reverse: bool
