@@ -10,7 +10,9 @@ For each store (LMDB, SQLite at "full" and "fast", memory), in a fresh process:
   (a model "thinking"), as an agent server runs; a 1 ms heartbeat task measures the
   loop's stalls, and a hook on the loop times every callback it runs (the slowest while
   the sessions are served, and apart from it the slowest while the manager and its store
-  open and close).
+  open and close);
+- *idle loop*: the same heartbeat on a loop with nothing else to do, first in each child:
+  what the machine itself (scheduler, timers, virtual CPUs) adds to every stall figure.
 
 A session's work: create, then 3 turns of (add a user and an assistant message, save),
 then load it back.  Throughput is in sessions/s (5 operations each).
@@ -206,9 +208,27 @@ def _owner(handle: asyncio.events.Handle) -> str:
     return "harness" if name.startswith("asynchronous.") else "library"
 
 
+def loop_alone(seconds: float = 2.0) -> dict[str, float]:
+    """The same 1 ms heartbeat on an event loop with nothing else to do: the stalls this
+    machine (its scheduler, timers, virtual CPUs) causes without any library work."""
+
+    async def main() -> list[float]:
+        gaps: list[float] = []
+        ends = time.perf_counter() + seconds
+        while time.perf_counter() < ends:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            gaps.append(time.perf_counter() - started - 0.001)
+        return sorted(gaps)
+
+    gaps = asyncio.run(main())
+    return {"stall_max_ms": gaps[-1] * 1000, "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000}
+
+
 def child(kind: str, durability: str, sessions: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     gc.collect()
+    idle = loop_alone()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         for sub in ("b", "a", "p", "f"):
@@ -222,6 +242,7 @@ def child(kind: str, durability: str, sessions: int) -> dict[str, Any]:
         result["paced_frozen"] = asynchronous(
             kind, durability, base / "f", sessions, paced=True, frozen=True
         )
+    result["loop_alone"] = idle
     result["full_collection_ms"] = _full_collection_ms(frozen=False)
     result["full_collection_frozen_ms"] = _full_collection_ms(frozen=True)
     return result
@@ -241,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'store':<8} {'durab.':<6} {'blocking/s':>10} {'asyncio/s':>10} {'ratio':>6}   "
         "paced: loop stall max / p99, slowest callback (GC in it), same without GC, "
-        "slowest open/close; with gc.freeze(): stall max, slowest callback; gc.collect()"
+        "slowest open/close; with gc.freeze(): stall max, slowest callback; gc.collect(); "
+        "the heartbeat on an idle loop: stall max / p99"
     )
     for kind, durability in STORES:
         if args.only and not fnmatch.fnmatch(f"{kind}/{durability}", f"*{args.only}*"):
@@ -273,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{paced['slowest_open_close_callback_ms']:.1f} ms; "
             f"{frozen['stall_max_ms']:.1f} ms, {frozen['slowest_callback_ms']:.1f} ms; "
             f"a full collection {row['full_collection_ms']:.1f} ms, "
-            f"frozen {row['full_collection_frozen_ms']:.2f} ms",
+            f"frozen {row['full_collection_frozen_ms']:.2f} ms; "
+            f"idle {row['loop_alone']['stall_max_ms']:.1f} / "
+            f"{row['loop_alone']['stall_p99_ms']:.2f} ms",
             flush=True,
         )
     path = Path(args.json)
