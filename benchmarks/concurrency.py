@@ -11,6 +11,10 @@ For each store (LMDB, SQLite at "full" and "fast", memory), in a fresh process:
   loop's stalls, and a hook on the loop times every callback it runs (the slowest while
   the sessions are served, and apart from it the slowest while the manager and its store
   open and close);
+- for the largest heartbeat gap of a paced run: how many callbacks ran in it, their time
+  (the library's share less GC, the collections, the longest one), and the time outside
+  any callback; and the share of the VM's CPU time its host took away meanwhile (Linux
+  ``steal``): a loop thread descheduled by the hypervisor stalls with no work of its own;
 - *idle loop*: the same heartbeat on a loop with nothing else to do, first in each child:
   what the machine itself (scheduler, timers, virtual CPUs) adds to every stall figure.
 
@@ -25,6 +29,7 @@ import asyncio
 import fnmatch
 import gc
 import json
+import os
 import random
 import subprocess
 import sys
@@ -94,6 +99,9 @@ def asynchronous(
     phase = ["open_close"]
     gc_total = [0.0, 0.0, 0.0]  # time in collections so far, start of the current one, max
     beyond_gc = [0.0]  # the slowest serving callback, less the collection inside it
+    # every serving callback as (start, wall, GC inside, whether the library's): to break
+    # the largest heartbeat gap down into the callbacks that ran in it and the rest
+    calls: list[tuple[float, float, float, bool]] = []
     original = asyncio.events.Handle._run
     perf_counter, thread_time = time.perf_counter, time.thread_time
 
@@ -117,6 +125,7 @@ def asynchronous(
             if took - collecting > beyond_gc[0]:
                 beyond_gc[0] = took - collecting
             owner = _owner(handle)
+            calls.append((started, took, collecting, owner != "harness"))
             if took > worst.get(owner, {}).get("wall_ms", 0.0) / 1000:
                 worst[owner] = {
                     "wall_ms": took * 1000,
@@ -126,13 +135,17 @@ def asynchronous(
 
     async def main() -> dict[str, Any]:
         gaps: list[float] = []
+        largest = [0.0, 0.0, 0.0]  # the largest gap: its length, start, end
         done = asyncio.Event()
 
         async def heartbeat() -> None:
             while not done.is_set():
                 started = time.perf_counter()
                 await asyncio.sleep(0.001)
-                gaps.append(time.perf_counter() - started - 0.001)
+                ended = time.perf_counter()
+                gaps.append(ended - started - 0.001)
+                if gaps[-1] > largest[0]:
+                    largest[:] = gaps[-1], started, ended
 
         async with AsyncSessionManager(store=_store(kind, durability, path)) as manager:
             beat = asyncio.create_task(heartbeat())
@@ -151,6 +164,7 @@ def asynchronous(
             phase[0] = "open_close"
         gaps.sort()
         return {
+            "largest_gap": _gap_breakdown(calls, largest[1], largest[2]),
             "sessions_s": sessions / elapsed,
             "stall_max_ms": gaps[-1] * 1000,
             "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000,
@@ -169,13 +183,53 @@ def asynchronous(
         gc.collect()
         gc.freeze()
     gc.callbacks.append(on_gc)
+    stolen, clock = _stolen_s(), time.perf_counter()
     try:
-        return asyncio.run(main())
+        result = asyncio.run(main())
+        if stolen is not None:  # the share of this VM's CPU time its host took away
+            result["steal_share"] = (_stolen_s() - stolen) / (  # type: ignore[operator]
+                (time.perf_counter() - clock) * (os.cpu_count() or 1)
+            )
+        return result
     finally:
         if frozen:
             gc.unfreeze()
         gc.callbacks.remove(on_gc)
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+
+def _stolen_s() -> float | None:
+    """CPU time the hypervisor has taken from this VM so far (Linux ``steal``, counted in
+    clock ticks of usually 10 ms), or None where the system does not say."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def _gap_breakdown(
+    calls: list[tuple[float, float, float, bool]], start: float, end: float
+) -> dict[str, float]:
+    """What the loop did during one heartbeat gap: the callbacks it ran (how many, their
+    time, the library's share less GC, the longest) and the time outside any callback
+    beyond the 1 ms sleep asked for (in the selector, waiting for the GIL, or not
+    scheduled at all)."""
+    inside = [call for call in calls if start <= call[0] < end]
+    in_callbacks = sum(min(wall, end - began) for began, wall, _, _ in inside)  # (in the gap)
+    stall = end - start - 0.001  # (the heartbeat asked to sleep 1 ms)
+    return {
+        "ms": stall * 1000,
+        "callbacks": len(inside),
+        "in_callbacks_ms": in_callbacks * 1000,
+        "library_less_gc_ms": sum(wall - gc_ms for _, wall, gc_ms, ours in inside if ours) * 1000,
+        "gc_ms": sum(gc_ms for _, _, gc_ms, _ in inside) * 1000,
+        "longest_callback_ms": max((wall for _, wall, _, _ in inside), default=0.0) * 1000,
+        "outside_callbacks_ms": (stall - in_callbacks) * 1000,
+    }
 
 
 def _full_collection_ms(frozen: bool) -> float:
@@ -298,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
             f"frozen {row['full_collection_frozen_ms']:.2f} ms; "
             f"idle {row['loop_alone']['stall_max_ms']:.1f} / "
             f"{row['loop_alone']['stall_p99_ms']:.2f} ms",
+            flush=True,
+        )
+        gap = paced["largest_gap"]
+        print(
+            f"{'':<16} the largest paced gap, {gap['ms']:.1f} ms: {gap['callbacks']} callbacks "
+            f"in {gap['in_callbacks_ms']:.1f} ms (the library's {gap['library_less_gc_ms']:.1f} "
+            f"ms less GC, GC {gap['gc_ms']:.1f} ms, the longest {gap['longest_callback_ms']:.1f} "
+            f"ms), {gap['outside_callbacks_ms']:.1f} ms outside any callback beyond the 1 ms "
+            f"sleep; VM steal {paced.get('steal_share', float('nan')):.1%} of the CPU time",
             flush=True,
         )
     path = Path(args.json)
