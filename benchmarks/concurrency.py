@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,21 +135,11 @@ def asynchronous(
                 }
 
     async def main() -> dict[str, Any]:
-        gaps: list[float] = []
-        largest = [0.0, 0.0, 0.0]  # the largest gap: its length, start, end
+        beats: list[tuple[float, float]] = []
         done = asyncio.Event()
 
-        async def heartbeat() -> None:
-            while not done.is_set():
-                started = time.perf_counter()
-                await asyncio.sleep(0.001)
-                ended = time.perf_counter()
-                gaps.append(ended - started - 0.001)
-                if gaps[-1] > largest[0]:
-                    largest[:] = gaps[-1], started, ended
-
         async with AsyncSessionManager(store=_store(kind, durability, path)) as manager:
-            beat = asyncio.create_task(heartbeat())
+            beat = asyncio.create_task(_heartbeat(beats, lambda: not done.is_set()))
             phase[0] = "serving"
             pace = random.Random(7) if paced else None
             started = time.perf_counter()
@@ -162,13 +153,11 @@ def asynchronous(
             done.set()
             await beat
             phase[0] = "open_close"
-        gaps.sort()
+        largest = max(beats, key=lambda beat: beat[1] - beat[0])
         return {
-            "largest_gap": _gap_breakdown(calls, largest[1], largest[2]),
+            "largest_gap": _gap_breakdown(calls, *largest),
             "sessions_s": sessions / elapsed,
-            "stall_max_ms": gaps[-1] * 1000,
-            "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000,
-            "stall_median_ms": gaps[len(gaps) // 2] * 1000,
+            **_stalls(beats),
             "slowest_callback_ms": max(
                 (figures["wall_ms"] for figures in worst.values()), default=0.0
             ),
@@ -196,6 +185,24 @@ def asynchronous(
             gc.unfreeze()
         gc.callbacks.remove(on_gc)
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+
+async def _heartbeat(beats: list[tuple[float, float]], running: Callable[[], bool]) -> None:
+    """Sleep 1 ms at a time while ``running()``, noting when each sleep began and ended."""
+    while running():
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        beats.append((started, time.perf_counter()))
+
+
+def _stalls(beats: list[tuple[float, float]]) -> dict[str, float]:
+    """The heartbeat's stalls (how much later than 1 ms each sleep ended): max, p99, median."""
+    gaps = sorted(ended - started - 0.001 for started, ended in beats)
+    return {
+        "stall_max_ms": gaps[-1] * 1000,
+        "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000,
+        "stall_median_ms": gaps[len(gaps) // 2] * 1000,
+    }
 
 
 def _stolen_s() -> float | None:
@@ -266,17 +273,10 @@ def loop_alone(seconds: float = 2.0) -> dict[str, float]:
     """The same 1 ms heartbeat on an event loop with nothing else to do: the stalls this
     machine (its scheduler, timers, virtual CPUs) causes without any library work."""
 
-    async def main() -> list[float]:
-        gaps: list[float] = []
-        ends = time.perf_counter() + seconds
-        while time.perf_counter() < ends:
-            started = time.perf_counter()
-            await asyncio.sleep(0.001)
-            gaps.append(time.perf_counter() - started - 0.001)
-        return sorted(gaps)
-
-    gaps = asyncio.run(main())
-    return {"stall_max_ms": gaps[-1] * 1000, "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000}
+    beats: list[tuple[float, float]] = []
+    ends = time.perf_counter() + seconds
+    asyncio.run(_heartbeat(beats, lambda: time.perf_counter() < ends))
+    return _stalls(beats)
 
 
 def child(kind: str, durability: str, sessions: int) -> dict[str, Any]:
