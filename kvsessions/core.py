@@ -65,14 +65,17 @@ from .values import check_json_value
 
 __all__ = [
     "Job",
+    "PreparedAppend",
     "build_session",
     "check_records",
     "check_replacement",
     "check_session",
     "ensure_format",
     "expired",
+    "finish_append",
     "inactive_since",
     "new_session",
+    "prepare_append",
     "purge",
 ]
 
@@ -608,18 +611,90 @@ def _append_commit(
     with what else the plan knows it is the commit's ``hint``, so that a local engine can
     re-base the commit without reading it back (:mod:`kvsessions.rebase`).
     """
+    record, header, put, delete = _append_writes(
+        session_keys, current, user_id, pending, now_us, token
+    )
+    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
+    return record, header, Commit({session_keys.header: current_bytes}, put, delete, (), True, hint)
+
+
+def _append_writes(
+    session_keys: keys.SessionKeys,
+    current: HeaderRecord,
+    user_id: str,
+    pending: list[Message],
+    now_us: int,
+    token: str,
+) -> tuple[HeaderRecord, bytes, dict[bytes, bytes], list[bytes]]:
+    """The new header (decoded and encoded), puts and deletes of ``pending`` after ``current``.
+
+    The puts hold the message records first, then the header (the re-base hint relies on
+    that order).
+    """
     record = _successor(
         current, user_id, current.status, current.metadata, current.state, len(pending),
         now_us, token,
     )  # fmt: skip
     header = encode_header(record)
     put = _message_puts(session_keys, current.next_seq, pending)
-    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
-    put[session_keys.header] = header  # (after the records: the hint finds them first)
+    put[session_keys.header] = header
     delete: list[bytes] = []
     if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)
         _move_activity(session_keys, current, record, put, delete)
-    return record, header, Commit({session_keys.header: current_bytes}, put, delete, (), True, hint)
+    return record, header, put, delete
+
+
+@attrs.define(slots=True)
+class PreparedAppend:
+    """A save that only appends, decided without a plan: one conditional write.
+
+    The writes apply only if the stored header is still ``expected`` (the one the session
+    was loaded with); then :func:`finish_append` makes the session mirror the store.  If
+    the header moved, nothing is written and the general plan (:func:`save`) re-bases.
+    """
+
+    hkey: bytes
+    expected: bytes
+    put: dict[bytes, bytes]
+    delete: list[bytes]
+    record: HeaderRecord
+    header: bytes
+    pending: list[Message]
+    now: datetime
+
+
+def prepare_append(session: Session, now: datetime) -> PreparedAppend | None:
+    """The conditional write of a save that only adds messages, else ``None``.
+
+    ``None`` for every other save (a new session, changed state or metadata, a status, a
+    replaced id or user, nothing pending): :func:`save` plans those.  This is the save
+    agent code makes most, so a local engine gets it without driving a plan.
+    """
+    base = session._base if type(session) is Session else None
+    if base is None:
+        return None
+    pending = _appended(session, base)
+    if not pending:
+        return None
+    token = session._save_token
+    if token is None:
+        token = session._save_token = _new_token()
+    session_keys = base.keys
+    record, header, put, delete = _append_writes(
+        session_keys, base.record, session.user_id, pending, to_micros(now), token
+    )
+    return PreparedAppend(
+        session_keys.header, base.header, put, delete, record, header, pending, now
+    )
+
+
+def finish_append(session: Session, prepared: PreparedAppend) -> Session:
+    """After the conditional write of ``prepared`` applied: the session holds what is stored."""
+    _finish(
+        session, prepared.pending, [], prepared.record, prepared.header, session._base.keys,  # type: ignore[union-attr]
+        prepared.now, False,
+    )  # fmt: skip
+    return session
 
 
 def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:

@@ -51,6 +51,12 @@ class KVOperations:
         expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
         return Job(core.save(session, now, expect_version, expiry_us), True)
 
+    def prepare_append(self, session: Session) -> core.PreparedAppend | None:
+        """A save that only adds messages as one conditional write (no TTL), else ``None``."""
+        if self._ttl_us is not None:  # (an expired session must not be appended to)
+            return None
+        return core.prepare_append(session, self._clock())
+
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)
         return Job(core.load(session_id, check_window(messages), self._expiry()), write=False)

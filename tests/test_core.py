@@ -11,6 +11,7 @@ import pytest
 
 from kvsessions import (
     CorruptRecordError,
+    LMDBSessionStore,
     MemorySessionStore,
     SchemaVersionError,
     SessionArchivedError,
@@ -18,6 +19,7 @@ from kvsessions import (
     SessionManager,
     SessionNotFoundError,
     SQLiteSessionStore,
+    StoreClosedError,
     core,
     keys,
 )
@@ -285,6 +287,26 @@ def test_batch_reads_one_snapshot() -> None:
         return (yield Batch((Get(b"a"), Scan(b"a", b"c"))))
 
     assert backend.run(plan(), write=True) == (b"1", [(b"a", b"1"), (b"b", b"2")])
+
+
+@pytest.mark.parametrize("engine", ["memory", "lmdb", "sqlite"])
+def test_write_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
+    """The conditional write behind an append's save: only on the expected value."""
+    store = {
+        "memory": lambda: KVSessionStore(MemoryBackend()),
+        "lmdb": lambda: LMDBSessionStore(tmp_path / "w.lmdb", durability="fast"),
+        "sqlite": lambda: SQLiteSessionStore(tmp_path / "w.db", durability="fast"),
+    }[engine]()
+    backend = store._backend
+    backend.execute(Commit(put={b"h": b"v1", b"old": b"x"}))
+    assert not backend.write_if(b"h", b"v0", {b"h": b"v2", b"new": b"y"}, [b"old"])
+    assert not backend.write_if(b"absent", b"v1", {b"new": b"y"}, [])
+    assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v1", None, b"x")
+    assert backend.write_if(b"h", b"v1", {b"h": b"v2", b"new": b"y"}, [b"old"])
+    assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v2", b"y", None)
+    store.close()
+    with pytest.raises(StoreClosedError):
+        backend.write_if(b"h", b"v2", {b"h": b"v3"}, [])
 
 
 def test_group_commit_applies_each_commit_in_order(tmp_path: Any) -> None:

@@ -71,13 +71,17 @@ def test_full_lmdb_map_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> No
     assert bigger.get_session(session.session_id).message_count == 2
 
 
-def test_closed_store_raises(tmp_path: Path) -> None:
-    store = SQLiteSessionStore(tmp_path / "c.db")
+@pytest.mark.parametrize("kind", sorted(DISK))
+def test_closed_store_raises(kind: str, tmp_path: Path) -> None:
+    store = DISK[kind](tmp_path)
     manager = SessionManager(store=store)
     session = manager.create_session("u")
     store.close()
     with pytest.raises(StoreClosedError):
         manager.get_session(session.session_id)
+    session.add_message("user", "after close")  # an append: one conditional write
+    with pytest.raises(StoreClosedError):
+        manager.save(session)
 
 
 def test_same_lmdb_path_twice_in_one_process(tmp_path: Path) -> None:

@@ -240,6 +240,26 @@ class LocalBackend(abc.ABC):
         """Answer one operation in a transaction of its own."""
         return self.run(_single(op), write=type(op) is Commit)
 
+    def write_if(
+        self, key: bytes, expected: bytes, put: Mapping[bytes, bytes], delete: Sequence[bytes]
+    ) -> bool:
+        """If ``key`` holds ``expected``: apply ``delete`` then ``put`` atomically, durably.
+
+        Whether it did; if not, nothing was written.  A one-commit plan without the plan:
+        the blocking manager saves an append with it (``core.prepare_append``).
+        """
+        if self._closed or self._forks != _forks[0]:
+            self._check_usable(None)
+        txn = self._begin(True)
+        try:
+            if txn.get(key) != expected:
+                return False
+            txn.write(put, delete, ())
+            txn.commit()
+            return True
+        finally:
+            txn.abort()  # (nothing to undo once committed)
+
     def commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Rebased | Exception | None]:
         """Group commit: apply each ``Commit`` in turn in ONE transaction, durable at once.
 

@@ -786,11 +786,15 @@ class StoreConformance:
     def test_closed_manager_raises(self, connect: Callable[[], Manager]) -> None:
         manager = connect()
         session = manager.create_session("u")
+        appending = manager.get_session(session.session_id)
         manager.close()
         with pytest.raises(StoreClosedError):
             manager.get_session(session.session_id)
         with pytest.raises(StoreClosedError):
             manager.save(session)
+        appending.add_message("user", "after close")  # (the save a loaded session makes most)
+        with pytest.raises(StoreClosedError):
+            manager.save(appending)
 
     # -- listings, lifecycle, fork, export/import ------------------------------------------
 
