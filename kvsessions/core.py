@@ -65,17 +65,16 @@ from .values import check_json_value
 
 __all__ = [
     "Job",
-    "PreparedAppend",
+    "WriteIf",
+    "append_directly",
     "build_session",
     "check_records",
     "check_replacement",
     "check_session",
     "ensure_format",
     "expired",
-    "finish_append",
     "inactive_since",
     "new_session",
-    "prepare_append",
     "purge",
 ]
 
@@ -644,38 +643,26 @@ def _append_writes(
     return record, header, put, delete
 
 
-@attrs.define(slots=True)
-class PreparedAppend:
-    """A save that only appends, decided without a plan: one conditional write.
-
-    The writes apply only if the stored header is still ``expected`` (the one the session
-    was loaded with); then :func:`finish_append` makes the session mirror the store.  If
-    the header moved, nothing is written and the general plan (:func:`save`) re-bases.
-    """
-
-    hkey: bytes
-    expected: bytes
-    put: dict[bytes, bytes]
-    delete: list[bytes]
-    record: HeaderRecord
-    header: bytes
-    pending: list[Message]
-    now: datetime
+#: ``write_if(key, expected, put, delete)``: if ``key`` holds ``expected``, apply ``delete``
+#: then ``put`` atomically and durably and return True; else write nothing, return False.
+WriteIf = Callable[[bytes, bytes, dict[bytes, bytes], list[bytes]], bool]
 
 
-def prepare_append(session: Session, now: datetime) -> PreparedAppend | None:
-    """The conditional write of a save that only adds messages, else ``None``.
+def append_directly(session: Session, now: datetime, write_if: WriteIf) -> bool:
+    """Save a session that only gained messages with one conditional write; whether it did.
 
-    ``None`` for every other save (a new session, changed state or metadata, a status, a
-    replaced id or user, nothing pending): :func:`save` plans those.  This is the save
-    agent code makes most, so a local engine gets it without driving a plan.
+    False, with nothing written, for every other save (a new session, changed state or
+    metadata, a status, a replaced id or user, nothing pending) and when the stored
+    header is no longer the one the session was loaded with: :func:`save` plans those
+    (and re-bases a lost race).  This is the save agent code makes most, so a local
+    engine does it without driving a plan.
     """
     base = session._base if type(session) is Session else None
     if base is None:
-        return None
+        return False
     pending = _appended(session, base)
     if not pending:
-        return None
+        return False
     token = session._save_token
     if token is None:
         token = session._save_token = _new_token()
@@ -683,18 +670,10 @@ def prepare_append(session: Session, now: datetime) -> PreparedAppend | None:
     record, header, put, delete = _append_writes(
         session_keys, base.record, session.user_id, pending, to_micros(now), token
     )
-    return PreparedAppend(
-        session_keys.header, base.header, put, delete, record, header, pending, now
-    )
-
-
-def finish_append(session: Session, prepared: PreparedAppend) -> Session:
-    """After the conditional write of ``prepared`` applied: the session holds what is stored."""
-    _finish(
-        session, prepared.pending, [], prepared.record, prepared.header, session._base.keys,  # type: ignore[union-attr]
-        prepared.now, False,
-    )  # fmt: skip
-    return session
+    if not write_if(session_keys.header, base.header, put, delete):
+        return False
+    _finish(session, pending, [], record, header, session_keys, now, False)
+    return True
 
 
 def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:

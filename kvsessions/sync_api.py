@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from . import transfer
-from .core import Job, finish_append
+from .core import Job
 from .errors import StoreClosedError
 from .model import Message, Session, SessionPage, utcnow
 from .stores import LMDBSessionStore, SessionStore
@@ -43,10 +43,10 @@ class SessionManager:
         self._turns = Turns(threading.RLock)  # (re-entrant: a change may call update)
         self._closed = False
         # an append is one conditional write where the store allows it (see save)
-        self._prepare_append = getattr(self._ops, "prepare_append", None)
+        self._append_directly = getattr(self._ops, "append_directly", None)
         self._write_if = getattr(self._backend, "write_if", None)
         if self._write_if is None:
-            self._prepare_append = None
+            self._append_directly = None
 
     def _run(self, job: Job[T]) -> T:
         if self._closed:
@@ -80,15 +80,16 @@ class SessionManager:
         Concurrent appends all survive and state merges per key.  With ``expect_version``
         the save fails with ``ConflictError`` unless the stored version is that one.
         """
-        if expect_version is None and self._prepare_append is not None and not self._closed:
-            # the common save (a loaded session that only gained messages): its one write,
-            # applied if the stored header is still the session's; if another writer moved
-            # it, nothing was written and the plan below re-bases the save
-            prepared = self._prepare_append(session)
-            if prepared is not None and self._write_if(  # type: ignore[misc]
-                prepared.hkey, prepared.expected, prepared.put, prepared.delete
-            ):
-                return finish_append(session, prepared)
+        # the common save (a loaded session that only gained messages) is one write,
+        # applied if the stored header is still the session's; else nothing was written
+        # and the plan below re-bases the save on what others stored
+        if (
+            expect_version is None
+            and self._append_directly is not None
+            and not self._closed
+            and self._append_directly(session, self._write_if)
+        ):
+            return session
         return self._run(self._ops.save(session, expect_version))
 
     def get_session(self, session_id: str, *, messages: int | None = None) -> Session | None:

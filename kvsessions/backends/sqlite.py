@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
-from .base import LocalBackend, Transaction
+from .base import LocalBackend, Transaction, _forks
 
 __all__ = ["SQLiteBackend"]
 
@@ -102,6 +102,33 @@ class SQLiteBackend(LocalBackend):
         except sqlite3.Error as exc:
             raise _wrap(exc, self, "start a transaction") from exc
         return _SQLiteTxn(conn, self)
+
+    def write_if(
+        self, key: bytes, expected: bytes, put: Mapping[bytes, bytes], delete: Sequence[bytes]
+    ) -> bool:
+        # LocalBackend.write_if on the connection directly (no transaction object)
+        if self._closed or self._forks != _forks[0]:
+            self._check_usable(None)
+        conn = self._connection()
+        execute = conn.execute
+        try:
+            execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self, "start a transaction") from exc
+        try:
+            row = execute(self._sql_get, (key,)).fetchone()
+            if row is None or row[0] != expected:
+                execute("ROLLBACK")
+                return False
+            if delete:
+                conn.executemany(self._sql_del, [(stale,) for stale in delete])
+            conn.executemany(self._sql_put, put.items())
+            execute("COMMIT")
+            return True
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                execute("ROLLBACK")
+            raise _wrap(exc, self, "write") from exc
 
     def _close(self) -> None:
         with self._all_lock:
