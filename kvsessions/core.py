@@ -61,11 +61,12 @@ from .model import (
     stored_message,
     stored_session,
 )
+from .rebase import AppendHint
 from .values import check_json_value
 
 __all__ = [
     "Job",
-    "WriteIf",
+    "AppendIf",
     "append_directly",
     "build_session",
     "check_records",
@@ -569,11 +570,9 @@ def _append(
         if answer is None:
             break
         if type(answer) is Rebased:  # applied after what others appended meanwhile
-            header = answer.header
-            record = decode_header(header)
-            record.user_id = session.user_id  # (equal: kept identical, see _successor)
-            missed += decode_messages(answer.missed)
-            break
+            stale = current is not base.record  # (state and metadata as stored now)
+            _finish_rebased(session, pending, answer, session_keys, now, missed, stale)
+            return session
         known_next = current.next_seq
         current_bytes = answer.current[hkey]
         current = decode_header(current_bytes) if current_bytes is not None else None
@@ -643,19 +642,20 @@ def _append_writes(
     return record, header, put, delete
 
 
-#: ``write_if(key, expected, put, delete)``: if ``key`` holds ``expected``, apply ``delete``
-#: then ``put`` atomically and durably and return True; else write nothing, return False.
-WriteIf = Callable[[bytes, bytes, dict[bytes, bytes], list[bytes]], bool]
+#: ``append_if(key, expected, put, delete, hint)``: a local engine's one write
+#: transaction for an append (``LocalBackend.append_if``): True when written as planned,
+#: ``Rebased`` when written after others' appends, False when nothing was written.
+AppendIf = Callable[[bytes, bytes, dict[bytes, bytes], list[bytes], AppendHint], "bool | Rebased"]
 
 
-def append_directly(session: Session, now: datetime, write_if: WriteIf) -> bool:
-    """Save a session that only gained messages with one conditional write; whether it did.
+def append_directly(session: Session, now: datetime, append_if: AppendIf) -> bool:
+    """Save a session that only gained messages in one write transaction; whether it did.
 
     False, with nothing written, for every other save (a new session, changed state or
-    metadata, a status, a replaced id or user, nothing pending) and when the stored
-    header is no longer the one the session was loaded with: :func:`save` plans those
-    (and re-bases a lost race).  This is the save agent code makes most, so a local
-    engine does it without driving a plan.
+    metadata, a status, a replaced id or user, nothing pending, a header that moved
+    otherwise than by others' appends): :func:`save` plans those.  This is the save agent
+    code makes most, so a local engine does it without driving a plan; a race lost to
+    other appends is re-based in the same transaction, as the plan's commit would be.
     """
     base = session._base if type(session) is Session else None
     if base is None:
@@ -666,14 +666,41 @@ def append_directly(session: Session, now: datetime, write_if: WriteIf) -> bool:
     token = session._save_token
     if token is None:
         token = session._save_token = _new_token()
-    session_keys = base.keys
+    session_keys, current, now_us = base.keys, base.record, to_micros(now)
     record, header, put, delete = _append_writes(
-        session_keys, base.record, session.user_id, pending, to_micros(now), token
+        session_keys, current, session.user_id, pending, now_us, token
     )
-    if not write_if(session_keys.header, base.header, put, delete):
+    snapshot = base.metadata_json, base.state_json
+    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
+    answer = append_if(session_keys.header, base.header, put, delete, hint)
+    if answer is True:
+        _finish(session, pending, [], record, header, session_keys, now, False)
+        return True
+    if answer is False:
         return False
-    _finish(session, pending, [], record, header, session_keys, now, False)
+    _finish_rebased(session, pending, answer, session_keys, now)
     return True
+
+
+def _finish_rebased(
+    session: Session,
+    pending: list[Message],
+    answer: Rebased,
+    session_keys: keys.SessionKeys,
+    now: datetime,
+    missed: list[Message] | None = None,
+    take_stored: bool = False,
+) -> None:
+    """After an append was re-based where the data lives: take the header that won and
+    the messages others added (after any ``missed`` the plan had already read), and with
+    ``take_stored`` the stored state and metadata."""
+    record = decode_header(answer.header)
+    record.user_id = session.user_id  # (equal: kept identical, see _successor)
+    if take_stored:
+        _take_stored(session, record)
+    others = decode_messages(answer.missed)
+    _finish(session, pending, others if missed is None else missed + others, record,
+            answer.header, session_keys, now, False)  # fmt: skip
 
 
 def _missed(sid: str, known_next: int, next_seq: int) -> Plan[list[Message]]:

@@ -42,10 +42,10 @@ class SessionManager:
         self._backend = self.store._backend
         self._turns = Turns(threading.RLock)  # (re-entrant: a change may call update)
         self._closed = False
-        # an append is one conditional write where the store allows it (see save)
+        # an append is one engine transaction where the store allows it (see save)
         self._append_directly = getattr(self._ops, "append_directly", None)
-        self._write_if = getattr(self._backend, "write_if", None)
-        if self._write_if is None:
+        self._append_if = getattr(self._backend, "append_if", None)
+        if self._append_if is None:
             self._append_directly = None
 
     def _run(self, job: Job[T]) -> T:
@@ -80,14 +80,14 @@ class SessionManager:
         Concurrent appends all survive and state merges per key.  With ``expect_version``
         the save fails with ``ConflictError`` unless the stored version is that one.
         """
-        # the common save (a loaded session that only gained messages) is one write,
-        # applied if the stored header is still the session's; else nothing was written
-        # and the plan below re-bases the save on what others stored
+        # the common save (a loaded session that only gained messages) is one engine
+        # transaction, re-based there if others appended first; anything else it leaves
+        # (having written nothing) to the plan below
         if (
             expect_version is None
             and self._append_directly is not None
             and not self._closed
-            and self._append_directly(session, self._write_if)
+            and self._append_directly(session, self._append_if)
         ):
             return session
         return self._run(self._ops.save(session, expect_version))

@@ -290,23 +290,46 @@ def test_batch_reads_one_snapshot() -> None:
 
 
 @pytest.mark.parametrize("engine", ["memory", "lmdb", "sqlite"])
-def test_write_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
-    """The conditional write behind an append's save: only on the expected value."""
+def test_append_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
+    """The one transaction behind an append's save: on the expected value, else nothing
+    (unless the hint lets it re-base, shown by the conformance races)."""
     store = {
         "memory": lambda: KVSessionStore(MemoryBackend()),
         "lmdb": lambda: LMDBSessionStore(tmp_path / "w.lmdb", durability="fast"),
         "sqlite": lambda: SQLiteSessionStore(tmp_path / "w.db", durability="fast"),
     }[engine]()
     backend = store._backend
+    hint: Any = (keys.SessionKeys("s"), 0, 1, "token", 0, (b"{}", b"{}"))  # (not a header)
     backend.execute(Commit(put={b"h": b"v1", b"old": b"x"}))
-    assert not backend.write_if(b"h", b"v0", {b"h": b"v2", b"new": b"y"}, [b"old"])
-    assert not backend.write_if(b"absent", b"v1", {b"new": b"y"}, [])
+    assert backend.append_if(b"h", b"v0", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is False
+    assert backend.append_if(b"absent", b"v1", {b"new": b"y"}, [], hint) is False
     assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v1", None, b"x")
-    assert backend.write_if(b"h", b"v1", {b"h": b"v2", b"new": b"y"}, [b"old"])
+    assert backend.append_if(b"h", b"v1", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is True
     assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v2", b"y", None)
     store.close()
     with pytest.raises(StoreClosedError):
-        backend.write_if(b"h", b"v2", {b"h": b"v3"}, [])
+        backend.append_if(b"h", b"v2", {b"h": b"v3"}, [], hint)
+
+
+def test_an_append_that_lost_a_race_is_rebased_in_one_transaction(recorded: Any) -> None:
+    """The blocking manager's append after another writer's: one transaction, no plan."""
+    manager, backend = recorded
+    sid = manager.create_session("u").session_id
+    mine, theirs = manager.get_session(sid), manager.get_session(sid)
+    theirs.add_message("user", "first")
+    manager.save(theirs)
+    begun: list[bool] = []
+    original_begin = backend._begin
+    backend._begin = lambda write: begun.append(write) or original_begin(write)  # type: ignore[method-assign]
+    backend.ops.clear()
+    mine.add_message("user", "second")
+    manager.save(mine)
+    assert begun == [True]  # one write transaction: read, re-base, commit
+    assert [op[0] for op in backend.ops] == ["get", "write", "scan"]
+    assert [(m.content, m.seq) for m in mine.messages] == [("first", 0), ("second", 1)]
+    loaded = manager.get_session(sid)
+    assert [(m.content, m.seq) for m in loaded.messages] == [("first", 0), ("second", 1)]
+    assert mine.version == loaded.version and mine.message_count == 2
 
 
 def test_group_commit_applies_each_commit_in_order(tmp_path: Any) -> None:

@@ -240,23 +240,36 @@ class LocalBackend(abc.ABC):
         """Answer one operation in a transaction of its own."""
         return self.run(_single(op), write=type(op) is Commit)
 
-    def write_if(
-        self, key: bytes, expected: bytes, put: Mapping[bytes, bytes], delete: Sequence[bytes]
-    ) -> bool:
-        """If ``key`` holds ``expected``: apply ``delete`` then ``put`` atomically, durably.
+    def append_if(
+        self,
+        key: bytes,
+        expected: bytes,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        hint: AppendHint,
+    ) -> bool | Rebased:
+        """An append's save as one write transaction, without a plan.
 
-        Whether it did; if not, nothing was written.  A one-commit plan without the plan:
-        the blocking manager saves an append with it (``core.prepare_append``).
+        If ``key`` holds ``expected``: apply ``delete`` then ``put`` atomically and
+        durably, and answer True.  If others' appends moved it, re-base the append on the
+        header that won (``hint``, as for an ``append_only`` commit) and answer
+        :class:`Rebased`.  Otherwise write nothing and answer False: the plan decides.
+        The blocking manager saves appends with it (``core.append_directly``).
         """
         if self._closed or self._forks != _forks[0]:
             self._check_usable(None)
         txn = self._begin(True)
         try:
-            if txn.get(key) != expected:
-                return False
-            txn.write(put, delete, ())
-            txn.commit()
-            return True
+            current = txn.get(key)
+            if current == expected:
+                txn.write(put, delete, ())
+                txn.commit()
+                return True
+            rebased = _rebase(txn, expected, current, put, hint)
+            if rebased is not None:
+                txn.commit()
+                return rebased
+            return False
         finally:
             txn.abort()  # (nothing to undo once committed)
 
@@ -322,15 +335,30 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
     for key, value in op.expect.items():  # (usually one: the session's header)
         current = get(key)
         if current != value:
-            if op.append_only and op.hint is not None and value is not None and current is not None:
-                edit = rebase_append(value, current, op.put, op.hint)
-                if edit is not None:
-                    txn.write(edit.put, edit.delete, ())
-                    rows = txn.scan(*edit.missed, None, False) if edit.missed else []
-                    return Rebased(edit.header, rows)
+            if op.append_only and op.hint is not None and value is not None:
+                rebased = _rebase(txn, value, current, op.put, op.hint)
+                if rebased is not None:
+                    return rebased
             return Conflict({key: get(key) for key in op.expect})
     txn.write(op.put, op.delete, op.delete_ranges)
     return None
+
+
+def _rebase(
+    txn: Transaction,
+    expected: bytes,
+    current: bytes | None,
+    put: Mapping[bytes, bytes],
+    hint: AppendHint,
+) -> Rebased | None:
+    """Write an append's ``put`` re-based on the ``current`` header (not committed), if
+    :func:`kvsessions.rebase.rebase_append` can; else ``None`` and nothing written."""
+    edit = None if current is None else rebase_append(expected, current, put, hint)
+    if edit is None:
+        return None
+    txn.write(edit.put, edit.delete, ())
+    rows = txn.scan(*edit.missed, None, False) if edit.missed else []
+    return Rebased(edit.header, rows)
 
 
 #: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per

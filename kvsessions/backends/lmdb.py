@@ -30,7 +30,8 @@ from pathlib import Path
 import lmdb
 
 from ..errors import StoreConfigError, StoreError
-from .base import LocalBackend, Transaction, _forks
+from ..rebase import AppendHint
+from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
 
 __all__ = ["LMDBBackend"]
 
@@ -125,21 +126,33 @@ class LMDBBackend(LocalBackend):
                 f"LMDB store at {self.path} failed to start a transaction: {exc}"
             ) from exc
 
-    def write_if(
-        self, key: bytes, expected: bytes, put: Mapping[bytes, bytes], delete: Sequence[bytes]
-    ) -> bool:
-        # LocalBackend.write_if on the engine directly: an append's whole cost in Python
+    def append_if(
+        self,
+        key: bytes,
+        expected: bytes,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        hint: AppendHint,
+    ) -> bool | Rebased:
+        # LocalBackend.append_if on the engine directly: an append's whole cost in Python
         # is a few microseconds, and the transaction wrapper's calls were a tenth of it
         if self._closed or self._forks != _forks[0]:
             self._check_usable(None)
         try:
             txn = self._env.begin(None, None, True, False)
         except lmdb.Error:
-            return super().write_if(key, expected, put, delete)  # (it reports or adapts)
+            return super().append_if(key, expected, put, delete, hint)  # (reports, adapts)
+        if txn.get(key) != expected:  # others saved first: re-base, as a commit would
+            wrapped = _LMDBTxn(txn, self)
+            try:
+                rebased = _rebase(wrapped, expected, txn.get(key), put, hint)
+                if rebased is None:
+                    return False
+                wrapped.commit()
+                return rebased
+            finally:
+                wrapped.abort()
         try:
-            if txn.get(key) != expected:
-                txn.abort()
-                return False
             for stale in delete:
                 txn.delete(stale)
             for new_key, value in put.items():

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
-from .base import LocalBackend, Transaction, _forks
+from ..rebase import AppendHint
+from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
 
 __all__ = ["SQLiteBackend"]
 
@@ -103,10 +104,15 @@ class SQLiteBackend(LocalBackend):
             raise _wrap(exc, self, "start a transaction") from exc
         return _SQLiteTxn(conn, self)
 
-    def write_if(
-        self, key: bytes, expected: bytes, put: Mapping[bytes, bytes], delete: Sequence[bytes]
-    ) -> bool:
-        # LocalBackend.write_if on the connection directly (no transaction object)
+    def append_if(
+        self,
+        key: bytes,
+        expected: bytes,
+        put: Mapping[bytes, bytes],
+        delete: Sequence[bytes],
+        hint: AppendHint,
+    ) -> bool | Rebased:
+        # LocalBackend.append_if on the connection directly (no transaction object)
         if self._closed or self._forks != _forks[0]:
             self._check_usable(None)
         conn = self._connection()
@@ -117,18 +123,25 @@ class SQLiteBackend(LocalBackend):
             raise _wrap(exc, self, "start a transaction") from exc
         try:
             row = execute(self._sql_get, (key,)).fetchone()
-            if row is None or row[0] != expected:
-                execute("ROLLBACK")
-                return False
+            if row is None or row[0] != expected:  # others saved first: re-base
+                wrapped = _SQLiteTxn(conn, self)
+                rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
+                if rebased is None:
+                    execute("ROLLBACK")
+                    return False
+                wrapped.commit()
+                return rebased
             if delete:
                 conn.executemany(self._sql_del, [(stale,) for stale in delete])
             conn.executemany(self._sql_put, put.items())
             execute("COMMIT")
             return True
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if conn.in_transaction:
                 execute("ROLLBACK")
-            raise _wrap(exc, self, "write") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise _wrap(exc, self, "write") from exc
+            raise
 
     def _close(self) -> None:
         with self._all_lock:
