@@ -609,10 +609,9 @@ def _append_commit(
     with what else the plan knows it is the commit's ``hint``, so that a local engine can
     re-base the commit without reading it back (:mod:`kvsessions.rebase`).
     """
-    record, header, put, delete = _append_writes(
-        session_keys, current, user_id, pending, now_us, token
+    record, header, put, delete, hint = _append_writes(
+        session_keys, current, user_id, pending, now_us, token, snapshot
     )
-    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
     return record, header, Commit({session_keys.header: current_bytes}, put, delete, (), True, hint)
 
 
@@ -623,11 +622,13 @@ def _append_writes(
     pending: list[Message],
     now_us: int,
     token: str,
-) -> tuple[HeaderRecord, bytes, dict[bytes, bytes], list[bytes]]:
-    """The new header (decoded and encoded), puts and deletes of ``pending`` after ``current``.
+    snapshot: tuple[bytes, bytes],
+) -> tuple[HeaderRecord, bytes, dict[bytes, bytes], list[bytes], AppendHint]:
+    """The new header (decoded and encoded), puts, deletes and re-base hint of saving
+    ``pending`` after ``current`` (``snapshot``: its metadata and state as JSON).
 
-    The puts hold the message records first, then the header (the re-base hint relies on
-    that order).
+    The puts hold the message records first, then the header (the hint relies on that
+    order).
     """
     record = _successor(
         current, user_id, current.status, current.metadata, current.state, len(pending),
@@ -639,7 +640,8 @@ def _append_writes(
     delete: list[bytes] = []
     if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)
         _move_activity(session_keys, current, record, put, delete)
-    return record, header, put, delete
+    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
+    return record, header, put, delete, hint
 
 
 #: ``append_if(key, expected, put, delete, hint)``: a local engine's one write
@@ -667,11 +669,10 @@ def append_directly(session: Session, now: datetime, append_if: AppendIf) -> boo
     if token is None:
         token = session._save_token = _new_token()
     session_keys, current, now_us = base.keys, base.record, to_micros(now)
-    record, header, put, delete = _append_writes(
-        session_keys, current, session.user_id, pending, now_us, token
-    )
-    snapshot = base.metadata_json, base.state_json
-    hint = (session_keys, current.next_seq, len(pending), token, now_us, snapshot)
+    record, header, put, delete, hint = _append_writes(
+        session_keys, current, session.user_id, pending, now_us, token,
+        (base.metadata_json, base.state_json),
+    )  # fmt: skip
     answer = append_if(session_keys.header, base.header, put, delete, hint)
     if answer is True:
         _finish(session, pending, [], record, header, session_keys, now, False)

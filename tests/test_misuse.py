@@ -79,7 +79,7 @@ def test_closed_store_raises(kind: str, tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreClosedError):
         manager.get_session(session.session_id)
-    session.add_message("user", "after close")  # an append: one conditional write
+    session.add_message("user", "after close")  # an append: one engine transaction
     with pytest.raises(StoreClosedError):
         manager.save(session)
 

@@ -256,8 +256,7 @@ class LocalBackend(abc.ABC):
         :class:`Rebased`.  Otherwise write nothing and answer False: the plan decides.
         The blocking manager saves appends with it (``core.append_directly``).
         """
-        if self._closed or self._forks != _forks[0]:
-            self._check_usable(None)
+        self._ensure_usable()
         txn = self._begin(True)
         try:
             current = txn.get(key)
@@ -298,6 +297,11 @@ class LocalBackend(abc.ABC):
             except KVSessionsError as exc:
                 answers.append(exc)
         return answers
+
+    def _ensure_usable(self) -> None:
+        """Raise if closed; after a fork, reopen the engine (a cheap check when neither)."""
+        if self._closed or self._forks != _forks[0]:
+            self._check_usable(None)
 
     def _check_usable(self, plan: Plan[Any] | None) -> None:
         if self._closed:

@@ -31,7 +31,7 @@ import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
+from .base import LocalBackend, Rebased, Transaction, _rebase
 
 __all__ = ["LMDBBackend"]
 
@@ -136,16 +136,16 @@ class LMDBBackend(LocalBackend):
     ) -> bool | Rebased:
         # LocalBackend.append_if on the engine directly: an append's whole cost in Python
         # is a few microseconds, and the transaction wrapper's calls were a tenth of it
-        if self._closed or self._forks != _forks[0]:
-            self._check_usable(None)
+        self._ensure_usable()
         try:
             txn = self._env.begin(None, None, True, False)
         except lmdb.Error:
             return super().append_if(key, expected, put, delete, hint)  # (reports, adapts)
-        if txn.get(key) != expected:  # others saved first: re-base, as a commit would
+        current = txn.get(key)
+        if current != expected:  # others saved first: re-base, as a commit would
             wrapped = _LMDBTxn(txn, self)
             try:
-                rebased = _rebase(wrapped, expected, txn.get(key), put, hint)
+                rebased = _rebase(wrapped, expected, current, put, hint)
                 if rebased is None:
                     return False
                 wrapped.commit()

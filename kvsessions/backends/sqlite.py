@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
+from .base import LocalBackend, Rebased, Transaction, _rebase
 
 __all__ = ["SQLiteBackend"]
 
@@ -113,8 +113,7 @@ class SQLiteBackend(LocalBackend):
         hint: AppendHint,
     ) -> bool | Rebased:
         # LocalBackend.append_if on the connection directly (no transaction object)
-        if self._closed or self._forks != _forks[0]:
-            self._check_usable(None)
+        self._ensure_usable()
         conn = self._connection()
         execute = conn.execute
         try:
@@ -126,22 +125,19 @@ class SQLiteBackend(LocalBackend):
             if row is None or row[0] != expected:  # others saved first: re-base
                 wrapped = _SQLiteTxn(conn, self)
                 rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
-                if rebased is None:
-                    execute("ROLLBACK")
-                    return False
-                wrapped.commit()
-                return rebased
+                if rebased is not None:
+                    wrapped.commit()
+                return False if rebased is None else rebased
             if delete:
                 conn.executemany(self._sql_del, [(stale,) for stale in delete])
             conn.executemany(self._sql_put, put.items())
             execute("COMMIT")
             return True
-        except BaseException as exc:
-            if conn.in_transaction:
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self, "write") from exc
+        finally:
+            if conn.in_transaction:  # (not committed: nothing written)
                 execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _wrap(exc, self, "write") from exc
-            raise
 
     def _close(self) -> None:
         with self._all_lock:
