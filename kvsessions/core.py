@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -66,12 +66,13 @@ from .values import check_json_value
 
 __all__ = [
     "Job",
-    "AppendIf",
+    "WriteIf",
     "append_directly",
     "build_session",
     "check_records",
     "check_replacement",
     "check_session",
+    "create_directly",
     "ensure_format",
     "expired",
     "inactive_since",
@@ -644,13 +645,38 @@ def _append_writes(
     return record, header, put, delete, hint
 
 
-#: ``append_if(key, expected, put, delete, hint)``: a local engine's one write
-#: transaction for an append (``LocalBackend.append_if``): True when written as planned,
-#: ``Rebased`` when written after others' appends, False when nothing was written.
-AppendIf = Callable[[bytes, bytes, dict[bytes, bytes], list[bytes], AppendHint], "bool | Rebased"]
+#: ``write_if(key, expected, put, delete, hint)``: a local engine's one write transaction
+#: for a save (``LocalBackend.write_if``): True when written as planned, ``Rebased`` when
+#: an append was written after others' appends, False when nothing was written.
+WriteIf = Callable[
+    [bytes, "bytes | None", Mapping[bytes, bytes], Sequence[bytes], "AppendHint | None"],
+    "bool | Rebased",
+]
 
 
-def append_directly(session: Session, now: datetime, append_if: AppendIf) -> bool:
+def create_directly(session: Session, write_if: WriteIf) -> bool:
+    """Save a new session (``new_session``) in one write transaction; whether it did.
+
+    Checked and written exactly as :func:`save` would; False, with nothing written, if its
+    id is taken (:func:`save` then reports that).
+    """
+    changes = check_session(session)
+    session_keys = keys.SessionKeys(session.session_id)
+    now = session.created_at
+    now_us = to_micros(now)
+    token = session._save_token = _new_token()
+    header, record, commit = _commit_for(
+        session, session_keys, None, None, changes, now_us, now_us, token
+    )
+    if write_if(session_keys.header, None, commit.put, [], None) is not True:
+        session._save_token = None
+        return False
+    _take_stored(session, record, bool(changes.state_set), bool(changes.meta_set))
+    _finish(session, changes.pending, [], record, header, session_keys, now, True)
+    return True
+
+
+def append_directly(session: Session, now: datetime, write_if: WriteIf) -> bool:
     """Save a session that only gained messages in one write transaction; whether it did.
 
     False, with nothing written, for every other save (a new session, changed state or
@@ -673,7 +699,7 @@ def append_directly(session: Session, now: datetime, append_if: AppendIf) -> boo
         session_keys, current, session.user_id, pending, now_us, token,
         (base.metadata_json, base.state_json),
     )  # fmt: skip
-    answer = append_if(session_keys.header, base.header, put, delete, hint)
+    answer = write_if(session_keys.header, base.header, put, delete, hint)
     if answer is True:
         _finish(session, pending, [], record, header, session_keys, now, False)
         return True

@@ -51,11 +51,24 @@ class KVOperations:
         expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
         return Job(core.save(session, now, expect_version, expiry_us), True)
 
-    def append_directly(self, session: Session, append_if: core.AppendIf) -> bool:
+    def create_directly(
+        self,
+        user_id: str,
+        metadata: dict[str, Any] | None,
+        session_id: str | None,
+        write_if: core.WriteIf,
+    ) -> Session | None:
+        """Create in one engine transaction (``core.create_directly``); None if it did not."""
+        if self._ttl_us is not None:  # (an expired session of that id must be purged first)
+            return None
+        session = new_session(user_id, metadata, session_id, self._clock())
+        return session if core.create_directly(session, write_if) else None
+
+    def append_directly(self, session: Session, write_if: core.WriteIf) -> bool:
         """Save an append in one engine transaction (``core.append_directly``); whether it did."""
         if self._ttl_us is not None:  # (an expired session must not be appended to)
             return False
-        return core.append_directly(session, self._clock(), append_if)
+        return core.append_directly(session, self._clock(), write_if)
 
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)

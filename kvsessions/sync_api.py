@@ -42,11 +42,11 @@ class SessionManager:
         self._backend = self.store._backend
         self._turns = Turns(threading.RLock)  # (re-entrant: a change may call update)
         self._closed = False
-        # an append is one engine transaction where the store allows it (see save)
-        self._append_directly = getattr(self._ops, "append_directly", None)
-        self._append_if = getattr(self._backend, "append_if", None)
-        if self._append_if is None:
-            self._append_directly = None
+        # a create or an append is one engine transaction where the store allows it
+        self._write_if = getattr(self._backend, "write_if", None)
+        direct = self._write_if is not None
+        self._create_directly = getattr(self._ops, "create_directly", None) if direct else None
+        self._append_directly = getattr(self._ops, "append_directly", None) if direct else None
 
     def _run(self, job: Job[T]) -> T:
         if self._closed:
@@ -72,6 +72,10 @@ class SessionManager:
         self, user_id: str, metadata: dict[str, Any] | None = None, session_id: str | None = None
     ) -> Session:
         """Create and save a new session; ``SessionExistsError`` if the id is taken."""
+        if self._create_directly is not None and not self._closed:
+            session = self._create_directly(user_id, metadata, session_id, self._write_if)
+            if session is not None:
+                return session
         return self._run(self._ops.create(user_id, metadata, session_id))
 
     def save(self, session: Session, *, expect_version: int | None = None) -> Session:
@@ -87,7 +91,7 @@ class SessionManager:
             expect_version is None
             and self._append_directly is not None
             and not self._closed
-            and self._append_directly(session, self._append_if)
+            and self._append_directly(session, self._write_if)
         ):
             return session
         return self._run(self._ops.save(session, expect_version))

@@ -290,9 +290,10 @@ def test_batch_reads_one_snapshot() -> None:
 
 
 @pytest.mark.parametrize("engine", ["memory", "lmdb", "sqlite"])
-def test_append_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
-    """The one transaction behind an append's save: on the expected value, else nothing
-    (unless the hint lets it re-base, shown by the conformance races)."""
+def test_write_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
+    """The one transaction behind an append's or a create's save: on the expected value
+    (None: the key absent), else nothing (unless the hint lets it re-base, shown by the
+    conformance races)."""
     store = {
         "memory": lambda: KVSessionStore(MemoryBackend()),
         "lmdb": lambda: LMDBSessionStore(tmp_path / "w.lmdb", durability="fast"),
@@ -301,14 +302,18 @@ def test_append_if_writes_all_or_nothing(tmp_path: Any, engine: str) -> None:
     backend = store._backend
     hint: Any = (keys.SessionKeys("s"), 0, 1, "token", 0, (b"{}", b"{}"))  # (not a header)
     backend.execute(Commit(put={b"h": b"v1", b"old": b"x"}))
-    assert backend.append_if(b"h", b"v0", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is False
-    assert backend.append_if(b"absent", b"v1", {b"new": b"y"}, [], hint) is False
+    assert backend.write_if(b"h", b"v0", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is False
+    assert backend.write_if(b"absent", b"v1", {b"new": b"y"}, [], hint) is False
     assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v1", None, b"x")
-    assert backend.append_if(b"h", b"v1", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is True
+    assert backend.write_if(b"h", b"v1", {b"h": b"v2", b"new": b"y"}, [b"old"], hint) is True
     assert backend.execute(Batch((Get(b"h"), Get(b"new"), Get(b"old")))) == (b"v2", b"y", None)
+    assert backend.write_if(b"h", None, {b"h": b"v9", b"other": b"z"}, [], None) is False
+    assert backend.write_if(b"h2", None, {b"h2": b"n1", b"i2": b""}, [], None) is True
+    after = backend.execute(Batch((Get(b"h"), Get(b"other"), Get(b"h2"), Get(b"i2"))))
+    assert after == (b"v2", None, b"n1", b"")
     store.close()
     with pytest.raises(StoreClosedError):
-        backend.append_if(b"h", b"v2", {b"h": b"v3"}, [], hint)
+        backend.write_if(b"h", b"v2", {b"h": b"v3"}, [], hint)
 
 
 def test_an_append_that_lost_a_race_is_rebased_in_one_transaction(recorded: Any) -> None:
@@ -330,6 +335,32 @@ def test_an_append_that_lost_a_race_is_rebased_in_one_transaction(recorded: Any)
     loaded = manager.get_session(sid)
     assert [(m.content, m.seq) for m in loaded.messages] == [("first", 0), ("second", 1)]
     assert mine.version == loaded.version and mine.message_count == 2
+
+
+def test_a_create_is_one_transaction_and_a_taken_id_writes_nothing(recorded: Any) -> None:
+    """The blocking manager's create: one write transaction with the header and the three
+    index entries; creating a taken id raises and leaves the stored session as it was."""
+    manager, backend = recorded
+    begun: list[bool] = []
+    original_begin = backend._begin
+    backend._begin = lambda write: begun.append(write) or original_begin(write)  # type: ignore[method-assign]
+    backend.ops.clear()  # (the store's format mark)
+    session = manager.create_session("u", {"topic": "x"}, session_id="s1")
+    assert begun == [True]
+    writes = [op for op in backend.ops if op[0] == "write"]
+    assert len(writes) == 1
+    session_keys = keys.SessionKeys("s1")
+    created_us = _us(session.created_at)
+    index = session_keys.index_entries("u", created_us, SessionStatus.ACTIVE, created_us)
+    assert set(writes[0][1]) == {session_keys.header, *index}
+    assert session.version == 1 and session.metadata == {"topic": "x"}
+    stored = backend.execute(Get(session_keys.header))
+    backend.ops.clear()
+    with pytest.raises(SessionExistsError):
+        manager.create_session("other-user", session_id="s1")
+    assert not [op for op in backend.ops if op[0] == "write"]
+    assert backend.execute(Get(session_keys.header)) == stored
+    assert manager.get_session("s1").user_id == "u"
 
 
 def test_group_commit_applies_each_commit_in_order(tmp_path: Any) -> None:

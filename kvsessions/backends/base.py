@@ -240,21 +240,22 @@ class LocalBackend(abc.ABC):
         """Answer one operation in a transaction of its own."""
         return self.run(_single(op), write=type(op) is Commit)
 
-    def append_if(
+    def write_if(
         self,
         key: bytes,
-        expected: bytes,
+        expected: bytes | None,
         put: Mapping[bytes, bytes],
         delete: Sequence[bytes],
-        hint: AppendHint,
+        hint: AppendHint | None,
     ) -> bool | Rebased:
-        """An append's save as one write transaction, without a plan.
+        """A save as one write transaction, without a plan.
 
-        If ``key`` holds ``expected``: apply ``delete`` then ``put`` atomically and
-        durably, and answer True.  If others' appends moved it, re-base the append on the
-        header that won (``hint``, as for an ``append_only`` commit) and answer
-        :class:`Rebased`.  Otherwise write nothing and answer False: the plan decides.
-        The blocking manager saves appends with it (``core.append_directly``).
+        If ``key`` holds ``expected`` (``None``: is absent): apply ``delete`` then ``put``
+        atomically and durably, and answer True.  For an append (``hint`` given, as for an
+        ``append_only`` commit) whose header others' appends moved: re-base it on the
+        header that won and answer :class:`Rebased`.  Otherwise write nothing and answer
+        False: the plan decides.  The blocking manager saves appends and creates with it
+        (``core.append_directly``, ``core.create_directly``).
         """
         self._ensure_usable()
         txn = self._begin(True)
@@ -339,7 +340,7 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
     for key, value in op.expect.items():  # (usually one: the session's header)
         current = get(key)
         if current != value:
-            if op.append_only and op.hint is not None and value is not None:
+            if op.append_only:
                 rebased = _rebase(txn, value, current, op.put, op.hint)
                 if rebased is not None:
                     return rebased
@@ -350,14 +351,17 @@ def _apply(txn: Transaction, op: Commit) -> Conflict | Rebased | None:
 
 def _rebase(
     txn: Transaction,
-    expected: bytes,
+    expected: bytes | None,
     current: bytes | None,
     put: Mapping[bytes, bytes],
-    hint: AppendHint,
+    hint: AppendHint | None,
 ) -> Rebased | None:
     """Write an append's ``put`` re-based on the ``current`` header (not committed), if
-    :func:`kvsessions.rebase.rebase_append` can; else ``None`` and nothing written."""
-    edit = None if current is None else rebase_append(expected, current, put, hint)
+    :func:`kvsessions.rebase.rebase_append` can; else ``None`` and nothing written (also
+    for anything but an append: no ``hint``, or no header expected or stored)."""
+    if hint is None or current is None or expected is None:
+        return None
+    edit = rebase_append(expected, current, put, hint)
     if edit is None:
         return None
     txn.write(edit.put, edit.delete, ())

@@ -126,21 +126,21 @@ class LMDBBackend(LocalBackend):
                 f"LMDB store at {self.path} failed to start a transaction: {exc}"
             ) from exc
 
-    def append_if(
+    def write_if(
         self,
         key: bytes,
-        expected: bytes,
+        expected: bytes | None,
         put: Mapping[bytes, bytes],
         delete: Sequence[bytes],
-        hint: AppendHint,
+        hint: AppendHint | None,
     ) -> bool | Rebased:
-        # LocalBackend.append_if on the engine directly: an append's whole cost in Python
-        # is a few microseconds, and the transaction wrapper's calls were a tenth of it
+        # LocalBackend.write_if on the engine directly: a save's whole cost in Python is
+        # a few microseconds, and the transaction wrapper's calls were a tenth of it
         self._ensure_usable()
         try:
             txn = self._env.begin(None, None, True, False)
         except lmdb.Error:
-            return super().append_if(key, expected, put, delete, hint)  # (reports, adapts)
+            return super().write_if(key, expected, put, delete, hint)  # (reports, adapts)
         current = txn.get(key)
         if current != expected:  # others saved first: re-base, as a commit would
             wrapped = _LMDBTxn(txn, self)

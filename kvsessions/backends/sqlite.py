@@ -104,15 +104,15 @@ class SQLiteBackend(LocalBackend):
             raise _wrap(exc, self, "start a transaction") from exc
         return _SQLiteTxn(conn, self)
 
-    def append_if(
+    def write_if(
         self,
         key: bytes,
-        expected: bytes,
+        expected: bytes | None,
         put: Mapping[bytes, bytes],
         delete: Sequence[bytes],
-        hint: AppendHint,
+        hint: AppendHint | None,
     ) -> bool | Rebased:
-        # LocalBackend.append_if on the connection directly (no transaction object)
+        # LocalBackend.write_if on the connection directly (no transaction object)
         self._ensure_usable()
         conn = self._connection()
         execute = conn.execute
@@ -122,9 +122,10 @@ class SQLiteBackend(LocalBackend):
             raise _wrap(exc, self, "start a transaction") from exc
         try:
             row = execute(self._sql_get, (key,)).fetchone()
-            if row is None or row[0] != expected:  # others saved first: re-base
+            current = None if row is None else row[0]
+            if current != expected:  # others saved first: re-base an append
                 wrapped = _SQLiteTxn(conn, self)
-                rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
+                rebased = _rebase(wrapped, expected, current, put, hint)
                 if rebased is not None:
                     wrapped.commit()
                 return False if rebased is None else rebased
