@@ -256,6 +256,15 @@ def _gc_in_slowest(paced: dict[str, Any]) -> float:
     return max(owners, key=lambda figures: figures["wall_ms"])["gc_ms"] if owners else 0.0
 
 
+def _owners_line(worst: dict[str, dict[str, float]]) -> str:
+    """Each owner's slowest callback as wall / CPU / GC ms: wall far beyond CPU + GC is the
+    loop thread not running (the host took the vCPU, or another thread held the GIL)."""
+    return "; ".join(
+        f"{owner} {f['wall_ms']:.1f} / {f['cpu_ms']:.1f} / {f['gc_ms']:.1f} ms"
+        for owner, f in sorted(worst.items())
+    )
+
+
 def _owner(handle: asyncio.events.Handle) -> str:
     """Whose code a loop callback ran: a session's task, the library's, or the harness."""
     task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
@@ -361,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             f"sleep; VM steal {paced.get('steal_share', float('nan')):.1%} of the CPU time",
             flush=True,
         )
+        print(f"{'':<16} the slowest paced callbacks, wall / their thread's CPU / GC in them: "
+              + _owners_line(paced["slowest_by_owner"]), flush=True)  # fmt: skip
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"sessions": args.sessions, "rows": rows}, indent=1) + "\n")
