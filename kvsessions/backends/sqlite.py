@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
@@ -61,6 +61,7 @@ class SQLiteBackend(LocalBackend):
         self._sql_scan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
         self._sql_rscan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC"
         self._sql_put = f"INSERT OR REPLACE INTO {t} (k, v) VALUES (?, ?)"
+        self._sql_swap = f"UPDATE {t} SET v = ? WHERE k = ? AND v = ?"
         self._sql_del = f"DELETE FROM {t} WHERE k = ?"
         self._sql_del_range = f"DELETE FROM {t} WHERE k >= ? AND k < ?"
         self._connection()  # open now, so a bad path fails here and not at first use
@@ -121,17 +122,24 @@ class SQLiteBackend(LocalBackend):
         except sqlite3.Error as exc:
             raise _wrap(exc, self, "start a transaction") from exc
         try:
-            row = execute(self._sql_get, (key,)).fetchone()
-            current = None if row is None else row[0]
-            if current != expected:  # others saved first: re-base an append
+            new = put.get(key)
+            if expected is not None and new is not None and key not in delete:
+                # the compare-and-set is the header's own write (one statement, no read)
+                swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
+                rest: Iterable[tuple[bytes, bytes]] = [(k, v) for k, v in put.items() if k != key]
+            else:
+                row = execute(self._sql_get, (key,)).fetchone()
+                swapped, rest = (None if row is None else row[0]) == expected, put.items()
+            if not swapped:  # others saved first: re-base an append on what they stored
+                row = execute(self._sql_get, (key,)).fetchone()  # (again, after a swap)
                 wrapped = _SQLiteTxn(conn, self)
-                rebased = _rebase(wrapped, expected, current, put, hint)
+                rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
                 if rebased is not None:
                     wrapped.commit()
                 return False if rebased is None else rebased
             if delete:
                 conn.executemany(self._sql_del, [(stale,) for stale in delete])
-            conn.executemany(self._sql_put, put.items())
+            conn.executemany(self._sql_put, rest)
             execute("COMMIT")
             return True
         except sqlite3.Error as exc:
