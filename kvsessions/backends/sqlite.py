@@ -62,6 +62,7 @@ class SQLiteBackend(LocalBackend):
         self._sql_rscan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC"
         self._sql_put = f"INSERT OR REPLACE INTO {t} (k, v) VALUES (?, ?)"
         self._sql_swap = f"UPDATE {t} SET v = ? WHERE k = ? AND v = ?"
+        self._sql_insert_new = f"INSERT OR IGNORE INTO {t} (k, v) VALUES (?, ?)"
         self._sql_del = f"DELETE FROM {t} WHERE k = ?"
         self._sql_del_range = f"DELETE FROM {t} WHERE k >= ? AND k < ?"
         self._connection()  # open now, so a bad path fails here and not at first use
@@ -123,9 +124,12 @@ class SQLiteBackend(LocalBackend):
             raise _wrap(exc, self, "start a transaction") from exc
         try:
             new = put.get(key)
-            if expected is not None and new is not None and key not in delete:
-                # the compare-and-set is the header's own write (one statement, no read)
-                swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
+            if new is not None and key not in delete:
+                # the compare-and-set is the key's own write (one statement, no read)
+                if expected is not None:
+                    swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
+                else:
+                    swapped = execute(self._sql_insert_new, (key, new)).rowcount == 1
                 rest: Iterable[tuple[bytes, bytes]] = [(k, v) for k, v in put.items() if k != key]
             else:
                 row = execute(self._sql_get, (key,)).fetchone()
