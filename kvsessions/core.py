@@ -665,11 +665,10 @@ def create_directly(session: Session, write_if: WriteIf) -> bool:
     now = session.created_at
     now_us = to_micros(now)
     token = session._save_token = _new_token()
-    header, record, commit = _commit_for(
-        session, session_keys, None, None, changes, now_us, now_us, token
+    header, record, put, _ = _writes_for(
+        session, session_keys, None, changes, now_us, now_us, token
     )
-    if write_if(session_keys.header, None, commit.put, [], None) is not True:
-        session._save_token = None
+    if write_if(session_keys.header, None, put, [], None) is not True:
         return False
     _take_stored(session, record, bool(changes.state_set), bool(changes.meta_set))
     _finish(session, changes.pending, [], record, header, session_keys, now, True)
@@ -826,10 +825,10 @@ def _save(
             or current.status is not SessionStatus.ACTIVE
         ):  # (else: the header we loaded, active, as the session expects: nothing to check)
             _check_can_save(session, base, current, changes, expect_version)
-        header, record, commit = _commit_for(
-            session, session_keys, current, current_bytes, changes, now_us, created_us, token
+        header, record, put, delete = _writes_for(
+            session, session_keys, current, changes, now_us, created_us, token
         )
-        answer = yield commit
+        answer = yield Commit({hkey: current_bytes}, put, delete)
         if answer is None:
             break
         assert isinstance(answer, Conflict)
@@ -957,16 +956,17 @@ def _check_can_save(
         )
 
 
-def _commit_for(
+def _writes_for(
     session: Session,
     session_keys: keys.SessionKeys,
     current: HeaderRecord | None,
-    current_bytes: bytes | None,
     changes: _Changes,
     now_us: int,
     created_us: int,
     token: str,
-) -> tuple[bytes, HeaderRecord, Commit]:
+) -> tuple[bytes, HeaderRecord, dict[bytes, bytes], list[bytes]]:
+    """The new header (encoded and decoded), puts and deletes of saving ``changes`` on
+    ``current`` (``None``: a new session)."""
     first_seq = current.next_seq if current is not None else 0
     if current is not None and not changes.state_set and not changes.state_del:
         state = current.state  # (the common case: unchanged, shared with the stored header)
@@ -996,7 +996,7 @@ def _commit_for(
             put[entry] = b""
     else:
         _move_activity(session_keys, current, record, put, delete)
-    return header, record, Commit({session_keys.header: current_bytes}, put, delete)
+    return header, record, put, delete
 
 
 def _successor(

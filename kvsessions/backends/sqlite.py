@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
@@ -114,7 +114,12 @@ class SQLiteBackend(LocalBackend):
         delete: Sequence[bytes],
         hint: AppendHint | None,
     ) -> bool | Rebased:
-        # LocalBackend.write_if on the connection directly (no transaction object)
+        # LocalBackend.write_if on the connection directly (no transaction object), for a
+        # save of ``key`` itself (an append's or a create's header): the compare-and-set
+        # is that key's own write, one statement and no read
+        new = put.get(key)
+        if new is None or key in delete:
+            return super().write_if(key, expected, put, delete, hint)
         self._ensure_usable()
         conn = self._connection()
         execute = conn.execute
@@ -123,19 +128,12 @@ class SQLiteBackend(LocalBackend):
         except sqlite3.Error as exc:
             raise _wrap(exc, self, "start a transaction") from exc
         try:
-            new = put.get(key)
-            if new is not None and key not in delete:
-                # the compare-and-set is the key's own write (one statement, no read)
-                if expected is not None:
-                    swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
-                else:
-                    swapped = execute(self._sql_insert_new, (key, new)).rowcount == 1
-                rest: Iterable[tuple[bytes, bytes]] = [(k, v) for k, v in put.items() if k != key]
+            if expected is not None:
+                swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
             else:
-                row = execute(self._sql_get, (key,)).fetchone()
-                swapped, rest = (None if row is None else row[0]) == expected, put.items()
+                swapped = execute(self._sql_insert_new, (key, new)).rowcount == 1
             if not swapped:  # others saved first: re-base an append on what they stored
-                row = execute(self._sql_get, (key,)).fetchone()  # (again, after a swap)
+                row = execute(self._sql_get, (key,)).fetchone()
                 wrapped = _SQLiteTxn(conn, self)
                 rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
                 if rebased is not None:
@@ -143,7 +141,7 @@ class SQLiteBackend(LocalBackend):
                 return False if rebased is None else rebased
             if delete:
                 conn.executemany(self._sql_del, [(stale,) for stale in delete])
-            conn.executemany(self._sql_put, rest)
+            conn.executemany(self._sql_put, [(k, v) for k, v in put.items() if k != key])
             execute("COMMIT")
             return True
         except sqlite3.Error as exc:
