@@ -10,7 +10,8 @@ Durability:
 ``"fast"``
     ``sync=False``: commits reach the OS page cache, not the disk.  An acknowledged save
     survives a crash of the process, but power loss or an OS crash can lose the last
-    commits (never corrupt the database: LMDB's copy-on-write pages keep it consistent).
+    commits and, as LMDB documents for ``MDB_NOSYNC``, may corrupt the file unless the
+    filesystem preserves write order (this backend never sets ``MDB_WRITEMAP``).
 
 LMDB forbids opening one environment twice in a process (it would break its locks), so
 stores on the same path share one environment handle, reference-counted.  A process that
