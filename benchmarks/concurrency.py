@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def asynchronous(
     # the harness), with the garbage collection inside it and the CPU its thread used:
     # wall time beyond CPU + GC is the loop thread waiting for the GIL or for a CPU.
     open_close = [0.0]  # the slowest callback outside serving
-    worst: dict[str, dict[str, float]] = {}  # owner -> its slowest serving callback
+    worst: dict[str, dict[str, Any]] = {}  # owner -> its slowest serving callback
     phase = ["open_close"]
     gc_total = [0.0, 0.0, 0.0]  # time in collections so far, start of the current one, max
     # every serving callback as (start, wall, GC inside, whether the library's): to break
@@ -104,6 +105,7 @@ def asynchronous(
     calls: list[tuple[float, float, float, bool]] = []
     original = asyncio.events.Handle._run
     perf_counter, thread_time = time.perf_counter, time.thread_time
+    usage, this_thread = resource.getrusage, resource.RUSAGE_THREAD  # (kernel time, faults)
 
     def on_gc(stage: str, info: dict[str, int]) -> None:
         if stage == "start":
@@ -115,6 +117,7 @@ def asynchronous(
 
     def timed(handle: asyncio.events.Handle) -> None:
         now = phase[0]
+        before = usage(this_thread)
         started, cpu, in_gc = perf_counter(), thread_time(), gc_total[0]
         original(handle)
         took = perf_counter() - started
@@ -125,10 +128,19 @@ def asynchronous(
             owner = _owner(handle)
             calls.append((started, took, collecting, owner != "harness"))
             if took > worst.get(owner, {}).get("wall_ms", 0.0) / 1000:
+                after = usage(this_thread)
                 worst[owner] = {
                     "wall_ms": took * 1000,
                     "cpu_ms": (thread_time() - cpu) * 1000,
                     "gc_ms": collecting * 1000,
+                    # the kernel's share of that CPU time and the page faults taken in it
+                    # (a callback that faults memory in spends its time in the kernel)
+                    "sys_ms": (after.ru_stime - before.ru_stime) * 1000,
+                    "page_faults": after.ru_minflt
+                    + after.ru_majflt
+                    - before.ru_minflt
+                    - before.ru_majflt,
+                    "what": _what(handle),
                 }
 
     async def main() -> dict[str, Any]:
@@ -256,13 +268,24 @@ def _gc_in_slowest(paced: dict[str, Any]) -> float:
     return max(owners, key=lambda figures: figures["wall_ms"])["gc_ms"] if owners else 0.0
 
 
-def _owners_line(worst: dict[str, dict[str, float]]) -> str:
-    """Each owner's slowest callback as wall / CPU / GC ms: wall far beyond CPU + GC is the
-    loop thread not running (the host took the vCPU, or another thread held the GIL)."""
+def _owners_line(worst: dict[str, dict[str, Any]]) -> str:
+    """Each owner's slowest callback as wall / CPU / GC ms (and the kernel's part of the
+    CPU, page faults, what ran): wall far beyond CPU + GC is the loop thread not running
+    (the host took the vCPU, or another thread held the GIL)."""
     return "; ".join(
-        f"{owner} {f['wall_ms']:.1f} / {f['cpu_ms']:.1f} / {f['gc_ms']:.1f} ms"
+        f"{owner} {f['wall_ms']:.1f} / {f['cpu_ms']:.1f} / {f['gc_ms']:.1f} ms "
+        f"(kernel {f['sys_ms']:.1f} ms, {f['page_faults']} faults, {f['what']})"
         for owner, f in sorted(worst.items())
     )
+
+
+def _what(handle: asyncio.events.Handle) -> str:
+    """A loop callback's name: the coroutine a task step ran, else the callback's own."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return str(task.get_coro().__qualname__)  # type: ignore[union-attr]
+    return str(getattr(callback, "__qualname__", type(callback).__name__))
 
 
 def _owner(handle: asyncio.events.Handle) -> str:
