@@ -711,13 +711,17 @@ class RedisBackend:
         return slot if self.cluster else 0
 
     def _read(self, reads: list[_Read]) -> Exchange[list[Any]]:
-        """One read script per slot; the answers in the order of ``reads``."""
+        """One read script per slot (an ``MGET`` where all are plain keys); the answers in
+        the order of ``reads``."""
         groups: dict[int, list[int]] = {}
         for i, read in enumerate(reads):
             groups.setdefault(self._group_slot(read.slot), []).append(i)
         prune = b"1" if self._ttl_ms is not None else b"0"
         calls = []
         for slot, idxs in groups.items():
+            if all(reads[i].kind == "g" for i in idxs):  # only headers (e.g. messages=0)
+                calls.append(_Call(("MGET", *(reads[i].rkey for i in idxs)), slot))
+                continue  # a plain MGET: atomic too, and no script to run or pack
             argv: list[Any] = [prune]
             for i in idxs:
                 r = reads[i]
