@@ -1,7 +1,8 @@
 """The Redis backend: the key-value protocol over redis-py (blocking) and redis.asyncio.
 
 Every operation a plan yields is answered with one round trip per Redis node: a Lua
-script (``EVALSHA``, loaded again after ``NOSCRIPT``) per hash slot, pipelined per node.
+script (``EVALSHA``, loaded again after ``NOSCRIPT``) per hash slot, pipelined per node
+(a read of plain keys only, such as a header-only load, is an ``MGET`` instead).
 A single Redis is one node, so there every operation is exactly one round trip.
 
 Layout (``P`` = the store's prefix, ``T`` = the session's shard tag, ``sid``/``user`` as in
