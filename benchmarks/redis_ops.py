@@ -131,7 +131,7 @@ def run(server: RedisServer, seconds: float) -> int:
 
     print(
         f"Redis {client.info('server')['redis_version']} on {server.address}, "
-        f"redis-py {redis.__version__}; {seconds}s per side"
+        f"redis-py {redis.__version__} ({_parser()}); {seconds}s per side"
     )
     print(f"{'operation':<18} {'kvsessions/s':>12} {'raw/s':>8} {'ratio':>6} {'round trips':>12}")
     for name, ours, raw in (
@@ -149,6 +149,17 @@ def run(server: RedisServer, seconds: float) -> int:
             f"{trips:>12}"
         )
     return 0
+
+
+def _parser() -> str:
+    """Which reply parser redis-py uses: hiredis (``kvsessions[redis-fast]``) or its own."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:
+        return "its Python reply parser"
+    import hiredis
+
+    return f"hiredis {hiredis.__version__}"
 
 
 if __name__ == "__main__":
