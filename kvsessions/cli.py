@@ -24,11 +24,13 @@ from click.core import ParameterSource
 from .admin import copy_store, migrate
 from .backends.base import LocalBackend
 from .backends.lmdb import LMDBBackend
+from .backends.redis import RedisBackend
+from .backends.redis_check import check_redis
 from .backends.sqlite import SQLiteBackend
 from .core import check_records
 from .errors import InvalidSessionError, KVSessionsError, StoreConfigError
 from .model import Message, Session, utcnow
-from .stores import KVSessionStore, LMDBSessionStore
+from .stores import DEFAULT_REDIS_PREFIX, KVSessionStore, LMDBSessionStore
 from .sync_api import SessionManager
 from .transfer import ImportReport
 from .urls import StoreSpec, open_store, parse_store_url, require_existing
@@ -528,26 +530,34 @@ def sweep(store_url: str | None, as_json: bool) -> None:
 @json_option
 @_handles_errors
 def check(store: str | None, store_url: str | None, table: str | None, as_json: bool) -> None:
-    """List damaged records (LMDB, SQLite); read-only.
+    """List damaged records (LMDB, SQLite, Redis); read-only.
 
     Reads every record: headers and messages must decode, index entries must point at
-    a session.  Exit status 1 when any record is damaged.
+    a session (on Redis: every key of the store's prefix).  Exit status 1 when any
+    record is damaged.
     """
     spec = parse_store_url(_url(store_url, store))
-    if spec.kind not in ("lmdb", "sqlite"):
+    if spec.kind == "memory":
         raise StoreConfigError(
-            f"check reads LMDB and SQLite stores, not {spec.kind}:// ({spec.display})"
+            f"check reads LMDB, SQLite and Redis stores, not {spec.kind}:// ({spec.display})"
         )
     if table is not None:
         if spec.kind != "sqlite":
             raise click.UsageError("--table is for SQLite stores")
         spec = attrs.evolve(spec, options={**spec.options, "table": table})
-    require_existing(spec, table_hint="--table NAME")
-    backend = _read_only_backend(spec)
-    try:
-        problems = backend.run(check_records(), write=False)
-    finally:
-        backend.close()
+    if spec.kind in ("lmdb", "sqlite"):
+        require_existing(spec, table_hint="--table NAME")
+        backend = _read_only_backend(spec)
+        try:
+            problems = backend.run(check_records(), write=False)
+        finally:
+            backend.close()
+    else:
+        redis_backend = _redis_backend(spec)
+        try:
+            problems = check_redis(redis_backend)
+        finally:
+            redis_backend.close()
     if as_json:
         _emit(
             {
@@ -565,6 +575,13 @@ def check(store: str | None, store_url: str | None, table: str | None, as_json: 
         click.echo(f"{spec.display}: {len(problems)} damaged record(s)")
     if problems:
         raise click.exceptions.Exit(EXIT_PROBLEMS)
+
+
+def _redis_backend(spec: StoreSpec) -> RedisBackend:
+    """The engine of a Redis store, without the store's format check (which may write)."""
+    options = dict(spec.options)
+    prefix = options.pop("prefix", DEFAULT_REDIS_PREFIX)
+    return RedisBackend(spec.target, prefix=prefix, ttl=options.pop("ttl", None), **options)
 
 
 def _read_only_backend(spec: StoreSpec) -> LocalBackend:

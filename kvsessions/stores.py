@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 __all__ = [
+    "DEFAULT_REDIS_PREFIX",
     "KVSessionStore",
     "LMDBSessionStore",
     "MemorySessionStore",
@@ -35,6 +36,8 @@ __all__ = [
     "SQLiteSessionStore",
     "SessionStore",
 ]
+
+DEFAULT_REDIS_PREFIX = "kvsessions:"  # RedisSessionStore's, and the CLI's for Redis URLs
 
 
 class SessionStore:
@@ -221,7 +224,7 @@ class RedisSessionStore(KVSessionStore):
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
-        prefix: str = "kvsessions:",
+        prefix: str = DEFAULT_REDIS_PREFIX,
         ttl: float | None = None,
         *,
         shards: int = DEFAULT_SHARDS,

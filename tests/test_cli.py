@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
 import uuid
@@ -16,14 +17,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
+import redis.cluster
 from click.testing import CliRunner, Result
 
 from kvsessions import (
     LMDBSessionStore,
     Message,
+    RedisSessionStore,
     Session,
     SessionManager,
     SQLiteSessionStore,
+    codec,
     keys,
     lifecycle,
     open_store,
@@ -32,7 +37,7 @@ from kvsessions.backends.base import Commit, Get, Scan
 from kvsessions.cli import cli
 from kvsessions.transfer import session_line
 
-from .redis_servers import RedisServer, free_port
+from .redis_servers import RedisCluster, RedisServer, free_port
 
 SCRIPT = Path(sys.executable).with_name("kvsessions")  # the installed entry point
 
@@ -419,6 +424,60 @@ def _snapshot(path: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in files if not f.name.endswith(("-shm", "lock.mdb"))}
 
 
+@pytest.mark.parametrize("where", ["server", "cluster"])
+def test_check_reports_damage_on_redis(where: str, request: pytest.FixtureRequest) -> None:
+    if where == "server":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url, client = server.url, redis.Redis(host="127.0.0.1", port=server.port)
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        url = cluster.url
+        client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    prefix = f"chk{uuid.uuid4().hex[:8]}:"
+    as_url = f"{url}?prefix={prefix}"
+    untouched = f"{url}?prefix=none{uuid.uuid4().hex[:8]}:"  # never written to
+    assert as_json(run("check", untouched, "--json"))["count"] == 0
+    assert not list(client.scan_iter(match=untouched.rpartition("=")[2] + "*"))  # read-only
+    store = RedisSessionStore(url, prefix=prefix)
+    manager = SessionManager(store)
+    good, bad = manager.create_session("u"), manager.create_session("u")
+    for session in (good, bad):
+        session.add_message("user", "hello")
+        manager.save(session)
+    assert as_json(run("check", as_url, "--json"))["count"] == 0
+
+    def key(sid: str, family: bytes) -> bytes:  # a key under the shard tag of ``sid``
+        return store._backend._tag(sid.encode())[0] + family
+
+    bad_messages = key(bad.session_id, b"m" + bad.session_id.encode() + b"\x00")
+    client.zadd(bad_messages, {struct.pack(">Q", 1) + b"\x80\x04pickle": 0})
+    ghost_index = key(good.session_id, b"iu\x00")  # the user's index shard of good's tag
+    client.zadd(ghost_index, {struct.pack(">Q", 1) + b"ghost\x00": 0})
+    orphan = key("orphan", b"morphan\x00")  # messages of a session without a header
+    client.zadd(orphan, {struct.pack(">Q", 0) + codec.encode_message(good.messages[0], 0): 0})
+    foreign = key(good.session_id, b"zzz")
+    client.set(foreign, b"not ours")
+    untagged = prefix.encode() + b"{nope}h" + good.session_id.encode() + b"\x00"
+    client.set(untagged, b"?")
+    manager.close()
+    before = {k: client.dump(k) for k in client.scan_iter(match=prefix + "*")}
+    report = run("check", as_url, "--json")
+    assert report.exit_code == 1, report.output
+    data = json.loads(report.stdout)
+    problems = {item["key"]: item["problem"] for item in data["damaged"]}
+    damaged = (bad_messages, ghost_index, orphan, foreign, untagged)
+    assert set(problems) == {repr(k) for k in damaged}
+    assert "pickle" in problems[repr(bad_messages)]
+    assert "ghost" in problems[repr(ghost_index)] and "no header" in problems[repr(ghost_index)]
+    assert "no header" in problems[repr(orphan)]
+    assert problems[repr(foreign)] == "not a kvsessions key"
+    assert "shard tags" in problems[repr(untagged)]
+    assert data["count"] == 5 and bytes.fromhex(data["damaged"][0]["key_hex"]) in before
+    assert "5 damaged" in run("check", as_url).stdout
+    assert {k: client.dump(k) for k in client.scan_iter(match=prefix + "*")} == before
+    client.close()
+
+
 def test_check_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     missing = kvsessions("check", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "neither" in missing.stderr
@@ -429,7 +488,7 @@ def test_check_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     assert kvsessions("check", str(tmp_path / "x.db"), "--table", "chat").returncode == 0
     assert kvsessions("check", f"sqlite://{tmp_path}/x.db?table=chat").returncode == 0
     not_local = run("check", "memory://")
-    assert not_local.exit_code == 2 and "LMDB and SQLite" in not_local.stderr
+    assert not_local.exit_code == 2 and "LMDB, SQLite and Redis" in not_local.stderr
     two = run("check", str(tmp_path / "x.db"), "--store", f"{tmp_path}/y.lmdb")
     assert two.exit_code == 2 and "two stores given" in two.stderr
     env = {"KVSESSIONS_STORE": "memory://"}  # the argument wins over the environment
