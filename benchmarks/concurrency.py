@@ -144,7 +144,7 @@ def asynchronous(
                 }
 
     async def main() -> dict[str, Any]:
-        beats: list[tuple[float, float]] = []
+        beats: list[tuple[float, ...]] = []
         done = asyncio.Event()
 
         async with AsyncSessionManager(store=_store(kind, durability, path)) as manager:
@@ -165,7 +165,7 @@ def asynchronous(
         largest = max(beats, key=lambda beat: beat[1] - beat[0])
         beyond_gc = max((wall - collected for _, wall, collected, _ in calls), default=0.0)
         return {
-            "largest_gap": _gap_breakdown(calls, *largest),
+            "largest_gap": _gap_breakdown(calls, *largest[:2], process_cpu=largest[2]),
             "sessions_s": sessions / elapsed,
             **_stalls(beats),
             "slowest_callback_ms": max(
@@ -197,17 +197,18 @@ def asynchronous(
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
 
 
-async def _heartbeat(beats: list[tuple[float, float]], running: Callable[[], bool]) -> None:
-    """Sleep 1 ms at a time while ``running()``, noting when each sleep began and ended."""
+async def _heartbeat(beats: list[tuple[float, ...]], running: Callable[[], bool]) -> None:
+    """Sleep 1 ms at a time while ``running()``, noting when each sleep began and ended
+    and the CPU time the whole process (all its threads) used meanwhile."""
     while running():
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.sleep(0.001)
-        beats.append((started, time.perf_counter()))
+        beats.append((started, time.perf_counter(), time.process_time() - cpu))
 
 
-def _stalls(beats: list[tuple[float, float]]) -> dict[str, float]:
+def _stalls(beats: list[tuple[float, ...]]) -> dict[str, float]:
     """The heartbeat's stalls (how much later than 1 ms each sleep ended): max, p99, median."""
-    gaps = sorted(ended - started - 0.001 for started, ended in beats)
+    gaps = sorted(beat[1] - beat[0] - 0.001 for beat in beats)
     return {
         "stall_max_ms": gaps[-1] * 1000,
         "stall_p99_ms": gaps[int(len(gaps) * 0.99)] * 1000,
@@ -229,12 +230,15 @@ def _stolen_s() -> float | None:
 
 
 def _gap_breakdown(
-    calls: list[tuple[float, float, float, bool]], start: float, end: float
+    calls: list[tuple[float, float, float, bool]], start: float, end: float, process_cpu: float
 ) -> dict[str, float]:
     """What the loop did during one heartbeat gap: the callbacks it ran (how many, their
-    time, the library's share less GC, the longest) and the time outside any callback
+    time, the library's share less GC, the longest), the time outside any callback
     beyond the 1 ms sleep asked for (in the selector, waiting for the GIL, or not
-    scheduled at all)."""
+    scheduled at all), and the CPU time the whole process used in the gap: next to
+    nothing in a long gap means none of its threads ran (the machine paused it), about
+    the gap's length or more that its threads were busy (the loop thread waiting for the
+    GIL, or for a CPU they held)."""
     inside = [call for call in calls if start <= call[0] < end]
     in_callbacks = sum(min(wall, end - began) for began, wall, _, _ in inside)  # (in the gap)
     stall = end - start - 0.001  # (the heartbeat asked to sleep 1 ms)
@@ -246,6 +250,7 @@ def _gap_breakdown(
         "gc_ms": sum(gc_ms for _, _, gc_ms, _ in inside) * 1000,
         "longest_callback_ms": max((wall for _, wall, _, _ in inside), default=0.0) * 1000,
         "outside_callbacks_ms": (stall - in_callbacks) * 1000,
+        "process_cpu_ms": process_cpu * 1000,
     }
 
 
@@ -296,14 +301,14 @@ def _owner(handle: asyncio.events.Handle) -> str:
     name = task.get_coro().__qualname__  # type: ignore[union-attr]
     if name == "_conversation":
         return "session"
-    return "harness" if name.startswith("asynchronous.") else "library"
+    return "harness" if name.startswith("asynchronous.") or name == "_heartbeat" else "library"
 
 
 def loop_alone(seconds: float = 2.0) -> dict[str, float]:
     """The same 1 ms heartbeat on an event loop with nothing else to do: the stalls this
     machine (its scheduler, timers, virtual CPUs) causes without any library work."""
 
-    beats: list[tuple[float, float]] = []
+    beats: list[tuple[float, ...]] = []
     ends = time.perf_counter() + seconds
     asyncio.run(_heartbeat(beats, lambda: time.perf_counter() < ends))
     return _stalls(beats)
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             f"in {gap['in_callbacks_ms']:.1f} ms (the library's {gap['library_less_gc_ms']:.1f} "
             f"ms less GC, GC {gap['gc_ms']:.1f} ms, the longest {gap['longest_callback_ms']:.1f} "
             f"ms), {gap['outside_callbacks_ms']:.1f} ms outside any callback beyond the 1 ms "
-            f"sleep; VM steal {paced.get('steal_share', float('nan')):.1%} of the CPU time",
+            f"sleep; the process's CPU time in it {gap['process_cpu_ms']:.1f} ms (all threads); "
+            f"VM steal {paced.get('steal_share', float('nan')):.1%} of the CPU time",
             flush=True,
         )
         print(f"{'':<16} the slowest paced callbacks, wall / their thread's CPU / GC in them: "
