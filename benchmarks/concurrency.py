@@ -12,9 +12,12 @@ For each store (LMDB, SQLite at "full" and "fast", memory), in a fresh process:
   the sessions are served, and apart from it the slowest while the manager and its store
   open and close);
 - for the largest heartbeat gap of a paced run: how many callbacks ran in it, their time
-  (the library's share less GC, the collections, the longest one), and the time outside
-  any callback; and the share of the VM's CPU time its host took away meanwhile (Linux
-  ``steal``): a loop thread descheduled by the hypervisor stalls with no work of its own;
+  (the library's share less GC, the collections, the longest one), the time outside any
+  callback, and the CPU time the whole process used in it; and the share of the VM's CPU
+  time its host took away meanwhile (Linux ``steal``, where the VM reports it): a loop
+  thread descheduled by the hypervisor stalls with no work of its own;
+- for each owner's slowest callback: its wall and thread CPU time, the collection in it,
+  the kernel's part of the CPU time, its page faults and its name;
 - *idle loop*: the same heartbeat on a loop with nothing else to do, first in each child:
   what the machine itself (scheduler, timers, virtual CPUs) adds to every stall figure.
 
