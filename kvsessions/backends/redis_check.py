@@ -66,7 +66,10 @@ def _check_key(backend: RedisBackend, node: str, key: bytes) -> Exchange[str | N
     """The problem with one key of the prefix, or None."""
     close = key.find(b"}", len(backend._prefix) + 1)
     if close < 0 or key[: close + 1] not in backend._bases:
-        return "not under one of this store's shard tags"
+        return (
+            f"not under one of this store's {backend._shards} shard tags (a store made with "
+            "another shards count: pass ?shards=N in the URL)"
+        )
     family = key[close + 1 :]
     named = family[:1] in (b"h", b"m", keys.USER_SPACE) and family.endswith(b"\x00")
     if named and family[:1] == b"h":
