@@ -13,9 +13,12 @@ For each store (LMDB, SQLite at "full" and "fast", memory), in a fresh process:
   open and close);
 - for the largest heartbeat gap of a paced run: how many callbacks ran in it, their time
   (the library's share less GC, the collections, the longest one), the time outside any
-  callback, and the CPU time the whole process used in it; and the share of the VM's CPU
-  time its host took away meanwhile (Linux ``steal``, where the VM reports it): a loop
-  thread descheduled by the hypervisor stalls with no work of its own;
+  callback, the CPU time the whole process used in it, and how much of it a *sidecar*
+  (a second, idle process sleeping 1 ms at a time) stalled too; and the share of the VM's
+  CPU time its host took away meanwhile (Linux ``steal``, where the VM reports it): a
+  loop thread descheduled by the hypervisor stalls with no work of its own;
+- the largest stall less the part the sidecar shared: what a pause of the machine does
+  not explain;
 - for each owner's slowest callback: its wall and thread CPU time, the collection in it,
   the kernel's part of the CPU time, its page faults and its name;
 - *idle loop*: the same heartbeat on a loop with nothing else to do, first in each child:
@@ -28,6 +31,7 @@ then load it back.  Throughput is in sessions/s (5 operations each).
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import fnmatch
 import gc
@@ -149,6 +153,7 @@ def asynchronous(
     async def main() -> dict[str, Any]:
         beats: list[tuple[float, ...]] = []
         done = asyncio.Event()
+        sidecar = Sidecar()
 
         async with AsyncSessionManager(store=_store(kind, durability, path)) as manager:
             beat = asyncio.create_task(_heartbeat(beats, lambda: not done.is_set()))
@@ -165,10 +170,20 @@ def asynchronous(
             done.set()
             await beat
             phase[0] = "open_close"
+        sidecar_stalls = sidecar.stop()
         largest = max(beats, key=lambda beat: beat[1] - beat[0])
         beyond_gc = max((wall - collected for _, wall, collected, _ in calls), default=0.0)
+        gap = _gap_breakdown(calls, *largest[:2], process_cpu=largest[2])
+        gap["sidecar_ms"] = _overlap(sidecar_stalls, *largest[:2]) * 1000
+        unshared = max(
+            (end - start - 0.001 - _overlap(sidecar_stalls, start, end) for start, end, _ in beats),
+            default=0.0,
+        )
         return {
-            "largest_gap": _gap_breakdown(calls, *largest[:2], process_cpu=largest[2]),
+            "largest_gap": gap,
+            # the largest stall less the part of it the idle sidecar stalled too: what the
+            # machine pausing does not explain
+            "stall_max_unshared_ms": unshared * 1000,
             "sessions_s": sessions / elapsed,
             **_stalls(beats),
             "slowest_callback_ms": max(
@@ -230,6 +245,43 @@ def _stolen_s() -> float | None:
     if fields[0] != "cpu" or len(fields) < 9:
         return None
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
+_SIDECAR = """
+import select, sys, time
+clock, stalls = time.perf_counter, []
+while not select.select([sys.stdin], [], [], 0)[0]:
+    started = clock()
+    time.sleep(0.001)
+    if clock() - started > 0.002:
+        stalls.append((started, clock()))
+print(stalls)
+"""
+
+
+class Sidecar:
+    """A second process sleeping 1 ms at a time beside the benchmark, noting its own
+    stalls over 1 ms.  ``time.perf_counter`` is the system-wide monotonic clock on Linux,
+    so its stalls line up with the loop's: a heartbeat gap the sidecar shares, with
+    nothing to do of its own, is the machine pausing, not the benchmark's process."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SIDECAR],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> list[tuple[float, float]]:
+        out, _ = self._proc.communicate("stop\n", timeout=30)
+        return [tuple(stall) for stall in ast.literal_eval(out.strip() or "[]")]
+
+
+def _overlap(stalls: list[tuple[float, float]], start: float, end: float) -> float:
+    """The longest of ``stalls`` (minus the 1 ms sleep) within ``start``..``end``."""
+    return max((min(e, end) - max(s, start) for s, e in stalls if s < end and e > start),
+               default=0.001) - 0.001  # fmt: skip
 
 
 def _gap_breakdown(
@@ -399,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ms less GC, GC {gap['gc_ms']:.1f} ms, the longest {gap['longest_callback_ms']:.1f} "
             f"ms), {gap['outside_callbacks_ms']:.1f} ms outside any callback beyond the 1 ms "
             f"sleep; the process's CPU time in it {gap['process_cpu_ms']:.1f} ms (all threads); "
+            f"a sidecar process stalled {gap['sidecar_ms']:.1f} ms of it (the largest stall "
+            f"not shared with the sidecar: {paced['stall_max_unshared_ms']:.1f} ms); "
             f"VM steal {paced.get('steal_share', float('nan')):.1%} of the CPU time",
             flush=True,
         )
