@@ -11,15 +11,17 @@ prefix (``SCAN MATCH P{*``) and reads each one as its name says it is:
   listings drop them as they meet them);
 - anything else under ``P{`` is not a kvsessions key.
 
-It only reads.  Sets are read ``CHUNK`` members at a time; each read is consistent, the
-whole check is not (run it while nothing writes, as for the local stores).
+It only reads.  Keys are checked ``TOGETHER`` at a time, their reads pipelined, so the
+round trips grow with the pages, not the keys.  Sets are read ``CHUNK`` members at a
+time; each read is consistent, the whole check is not (run it while nothing writes, as
+for the local stores).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import keys
 from ..codec import decode_header, decode_message
@@ -28,7 +30,10 @@ from .redis import Exchange, RedisBackend, _glob_escape
 
 __all__ = ["check_redis"]
 
+T = TypeVar("T")
+
 CHUNK = 1000  # keys per SCAN page, members per read of a sorted set
+TOGETHER = 100  # keys checked side by side, their reads pipelined in shared round trips
 _SEQ = struct.Struct(">Q")
 _INDEX_FAMILIES = (b"aA", b"aR", keys.CREATED_SPACE)
 _DECODE_ERRORS = (CorruptRecordError, SchemaVersionError, UnicodeDecodeError, ValueError)
@@ -53,13 +58,47 @@ def _check(backend: RedisBackend) -> Exchange[list[tuple[bytes, str]]]:
         while True:
             (page,) = yield from _ask(backend, node, [(scan[0], cursor, *scan[2:])])
             cursor, found = page
-            for key in sorted(found):
-                problem = yield from _check_key(backend, node, key)
-                if problem:
-                    problems.append((key, problem))
+            found = sorted(found)
+            for at in range(0, len(found), TOGETHER):  # (their reads share round trips)
+                group = found[at : at + TOGETHER]
+                checks = yield from _together([_check_key(backend, node, k) for k in group])
+                problems += [(k, why) for k, why in zip(group, checks, strict=True) if why]
             if int(cursor) == 0:
                 break
     return problems
+
+
+def _together(exchanges: list[Exchange[T]]) -> Exchange[list[T]]:
+    """Run exchanges side by side: each round trip carries every one's next commands
+    (per node, in order), and each gets back its own replies.  Their results, in order."""
+    results: list[Any] = [None] * len(exchanges)
+    asks: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    for i, exchange in enumerate(exchanges):
+        try:
+            asks[i] = next(exchange)
+        except StopIteration as done:
+            results[i] = done.value
+    while asks:
+        batch: dict[str, list[tuple[Any, ...]]] = {}
+        spans: dict[int, dict[str, tuple[int, int]]] = {}
+        for i, ask in asks.items():
+            for node, commands in ask.items():
+                sent = batch.setdefault(node, [])
+                spans.setdefault(i, {})[node] = (len(sent), len(sent) + len(commands))
+                sent += commands
+        replies = yield batch
+        following: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+        for i in asks:
+            mine = {
+                node: got if isinstance(got := replies[node], BaseException) else got[lo:hi]
+                for node, (lo, hi) in spans[i].items()
+            }
+            try:
+                following[i] = exchanges[i].send(mine)
+            except StopIteration as done:
+                results[i] = done.value
+        asks = following
+    return results
 
 
 def _check_key(backend: RedisBackend, node: str, key: bytes) -> Exchange[str | None]:
