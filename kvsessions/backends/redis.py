@@ -51,7 +51,7 @@ import socket
 import sys
 import threading
 import zlib
-from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -922,25 +922,44 @@ class RedisBackend:
 
     def _clear(self) -> Exchange[None]:
         """Delete every key of this prefix: SCAN each node, then UNLINK what it found."""
+
+        def unlink(node: str, found: list[bytes]) -> Exchange[list[Any]]:
+            return self._ask(node, [("UNLINK", key) for key in found])
+
+        yield from self._scan_prefix(unlink)
+
+    def _scan_prefix(self, visit: Callable[[str, list[bytes]], Exchange[Any]]) -> Exchange[None]:
+        """SCAN every node for the keys of this prefix, handing each page (node, keys) to
+        ``visit``."""
         if self.cluster and self._slot_nodes is None:
             yield from self._refresh()
         nodes = list(dict.fromkeys(self._slot_nodes)) if self._slot_nodes else [self.address]
         pattern = _glob_escape(self._prefix) + b"{*"
         for node in nodes:
-            cursor = 0
+            cursor: Any = 0
             while True:
-                reply = yield {node: [("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)]}
-                got = reply[node] if isinstance(reply[node], BaseException) else reply[node][0]
-                if isinstance(got, BaseException):
-                    raise self._error(node, got)
-                cursor, found = got
-                if found:
-                    done = yield {node: [("UNLINK", key) for key in found]}
-                    errors = [r for r in _as_list(done[node]) if isinstance(r, BaseException)]
-                    if errors:
-                        raise self._error(node, errors[0])
+                (page,) = yield from self._ask(
+                    node, [("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)]
+                )
+                cursor, found = page
+                yield from visit(node, found)
                 if int(cursor) == 0:
                     break
+
+    def _ask(
+        self, node: str, commands: list[tuple[Any, ...]], *, errors_as_values: bool = False
+    ) -> Exchange[list[Any]]:
+        """The replies to ``commands`` on ``node`` (no redirects followed); a refused
+        command raises unless ``errors_as_values`` (a lost connection always does)."""
+        if not commands:
+            return []
+        replies = (yield {node: commands})[node]
+        if isinstance(replies, BaseException):
+            raise self._error(node, replies)
+        for reply in replies:
+            if isinstance(reply, BaseException) and not errors_as_values:
+                raise self._error(node, reply)
+        return list(replies)
 
 
 def _first(values: list[Any]) -> Any:

@@ -26,13 +26,13 @@ from typing import Any, TypeVar
 from .. import keys
 from ..codec import decode_header, decode_message
 from ..errors import CorruptRecordError, SchemaVersionError
-from .redis import Exchange, RedisBackend, _glob_escape
+from .redis import Exchange, RedisBackend
 
 __all__ = ["check_redis"]
 
 T = TypeVar("T")
 
-CHUNK = 1000  # keys per SCAN page, members per read of a sorted set
+CHUNK = 1000  # members per read of a sorted set
 TOGETHER = 100  # keys checked side by side, their reads pipelined in shared round trips
 _SEQ = struct.Struct(">Q")
 _INDEX_FAMILIES = (b"aA", b"aR", keys.CREATED_SPACE)
@@ -48,23 +48,16 @@ def check_redis(backend: RedisBackend) -> list[tuple[bytes, str]]:
 
 
 def _check(backend: RedisBackend) -> Exchange[list[tuple[bytes, str]]]:
-    if backend.cluster and backend._slot_nodes is None:
-        yield from backend._refresh()
-    nodes = list(dict.fromkeys(backend._slot_nodes or [backend.address]))
-    scan = ("SCAN", 0, "MATCH", _glob_escape(backend._prefix) + b"{*", "COUNT", CHUNK)
     problems: list[tuple[bytes, str]] = []
-    for node in nodes:
-        cursor: Any = 0
-        while True:
-            (page,) = yield from _ask(backend, node, [(scan[0], cursor, *scan[2:])])
-            cursor, found = page
-            found = sorted(found)
-            for at in range(0, len(found), TOGETHER):  # (their reads share round trips)
-                group = found[at : at + TOGETHER]
-                checks = yield from _together([_check_key(backend, node, k) for k in group])
-                problems += [(k, why) for k, why in zip(group, checks, strict=True) if why]
-            if int(cursor) == 0:
-                break
+
+    def check_page(node: str, found: list[bytes]) -> Exchange[None]:
+        found = sorted(found)
+        for at in range(0, len(found), TOGETHER):  # (their reads share round trips)
+            group = found[at : at + TOGETHER]
+            checks = yield from _together([_check_key(backend, node, k) for k in group])
+            problems.extend((k, why) for k, why in zip(group, checks, strict=True) if why)
+
+    yield from backend._scan_prefix(check_page)
     return problems
 
 
@@ -115,7 +108,7 @@ def _check_key(backend: RedisBackend, node: str, key: bytes) -> Exchange[str | N
         return (yield from _check_header(backend, node, key, family[1:-1]))
     if named and family[:1] == b"m":
         sid = family[1:-1]
-        (has_header,) = yield from _ask(backend, node, [("EXISTS", _header_key(key, sid))])
+        (has_header,) = yield from backend._ask(node, [("EXISTS", _header_key(key, sid))])
         if not has_header:
             return f"messages of session {_text(sid)!r}, which has no header"
         return (yield from _check_set(backend, node, key, _message_problems))
@@ -125,7 +118,7 @@ def _check_key(backend: RedisBackend, node: str, key: bytes) -> Exchange[str | N
 
 
 def _check_header(backend: RedisBackend, node: str, key: bytes, sid: bytes) -> Exchange[str | None]:
-    (value,) = yield from _ask(backend, node, [("GET", key)], errors_as_values=True)
+    (value,) = yield from backend._ask(node, [("GET", key)], errors_as_values=True)
     if isinstance(value, BaseException):
         return f"not a string: {value}"
     if value is None:
@@ -146,7 +139,7 @@ def _check_set(
     start = 0
     while True:
         command = ("ZRANGE", key, start, start + CHUNK - 1)
-        (members,) = yield from _ask(backend, node, [command], errors_as_values=True)
+        (members,) = yield from backend._ask(node, [command], errors_as_values=True)
         if isinstance(members, BaseException):
             return f"not a sorted set: {members}"
         problem = yield from check_chunk(members)
@@ -183,7 +176,7 @@ def _index_problems(backend: RedisBackend, node: str, key: bytes) -> ChunkCheck:
             if len(member) < 10 or not member.endswith(b"\x00"):
                 return f"member {member[:40]!r}: not a time and a session id"
         sids = [member[8:-1] for member in members]
-        found = yield from _ask(backend, node, [("EXISTS", _header_key(key, s)) for s in sids])
+        found = yield from backend._ask(node, [("EXISTS", _header_key(key, s)) for s in sids])
         for sid, exists in zip(sids, found, strict=True):
             if not exists and backend._ttl_ms is None:  # (with a ttl: an expired session's)
                 return f"index entry for session {_text(sid)!r}, which has no header"
@@ -199,23 +192,3 @@ def _header_key(key: bytes, sid: bytes) -> bytes:
 
 def _text(sid: bytes) -> str:
     return sid.decode("utf-8", "backslashreplace")
-
-
-def _ask(
-    backend: RedisBackend,
-    node: str,
-    commands: list[tuple[Any, ...]],
-    *,
-    errors_as_values: bool = False,
-) -> Exchange[list[Any]]:
-    """The replies to ``commands`` on ``node``; a refused command raises unless
-    ``errors_as_values`` (a lost connection always does)."""
-    if not commands:
-        return []
-    replies = (yield {node: commands})[node]
-    if isinstance(replies, BaseException):
-        raise backend._error(node, replies)
-    for reply in replies:
-        if isinstance(reply, BaseException) and not errors_as_values:
-            raise backend._error(node, reply)
-    return list(replies)
