@@ -341,22 +341,29 @@ def _owners_line(worst: dict[str, dict[str, Any]]) -> str:
 
 def _what(handle: asyncio.events.Handle) -> str:
     """A loop callback's name: the coroutine a task step ran, else the callback's own."""
+    name = _task_name(handle)
+    if name is not None:
+        return name
     callback = handle._callback  # type: ignore[attr-defined]
-    task = getattr(callback, "__self__", None)
-    if isinstance(task, asyncio.Task):
-        return str(task.get_coro().__qualname__)  # type: ignore[union-attr]
     return str(getattr(callback, "__qualname__", type(callback).__name__))
 
 
 def _owner(handle: asyncio.events.Handle) -> str:
     """Whose code a loop callback ran: a session's task, the library's, or the harness."""
-    task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
-    if not isinstance(task, asyncio.Task):
+    name = _task_name(handle)
+    if name is None:
         return "library"  # asyncio's own callbacks (futures, timers) for the library's work
-    name = task.get_coro().__qualname__  # type: ignore[union-attr]
     if name == "_conversation":
         return "session"
     return "harness" if name.startswith("asynchronous.") or name == "_heartbeat" else "library"
+
+
+def _task_name(handle: asyncio.events.Handle) -> str | None:
+    """The coroutine's name if the callback is a step of a task, else None."""
+    task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+    if not isinstance(task, asyncio.Task):
+        return None
+    return str(task.get_coro().__qualname__)  # type: ignore[union-attr]
 
 
 def loop_alone(seconds: float = 2.0) -> dict[str, float]:
