@@ -130,6 +130,8 @@ def build_case(
         return {impl: _timed(lambda: peers.build(op, store, path, size)) for impl in impls}
     if op in READ_OPS:
         return _build_reads(op, impls, store, durability, path, size)
+    if op == "scale":
+        return _build_scale(impls, store, durability, path, size)
     works = {}
     for impl in impls:
         (path / impl).mkdir()
@@ -237,6 +239,11 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _kvs_append(store: str, durability: str, path: Path, history: int) -> Workload:
     manager = _manager(store, durability, path)
+    return Workload(_kvs_appender(manager, history), manager.close)
+
+
+def _kvs_appender(manager: SessionManager, history: int) -> Callable[[], None]:
+    """add_message + save on a new session of ``manager`` that holds ``history`` messages."""
     session = manager.create_session(user_id="user-1")
     for start in range(0, history, BATCH):
         for _ in range(min(BATCH, history - start)):
@@ -247,7 +254,32 @@ def _kvs_append(store: str, durability: str, path: Path, history: int) -> Worklo
         session.add_message("user", CONTENT)
         manager.save(session)
 
-    return Workload(op, manager.close)
+    return op
+
+
+SHORT_HISTORY = 10  # the short session of a "scale" case
+
+
+def _build_scale(
+    impls: list[str], store: str, durability: str, path: Path, history: int
+) -> dict[str, Workload]:
+    """Appends to two sessions of one store, one holding ``SHORT_HISTORY`` messages and one
+    ``history``, as sides ``kvs_short`` and ``kvs`` (and ``raw_short`` / ``raw``, the raw
+    engine doing the same in a store of its own): timed alternately in one process, their
+    ratio is what a longer history costs, free of drift between processes."""
+    works: dict[str, Workload] = {}
+    if "kvs" in impls:
+        (path / "kvs").mkdir()
+        manager = _manager(store, durability, path / "kvs")
+        close = manager.close
+        works["kvs_short"] = _timed(lambda: Workload(_kvs_appender(manager, SHORT_HISTORY), close))
+        works["kvs"] = _timed(lambda: Workload(_kvs_appender(manager, history), close))
+    if "raw" in impls:
+        (path / "raw").mkdir()
+        engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path / "raw", durability)
+        works["raw_short"] = _timed(lambda: engine.append(SHORT_HISTORY, None))
+        works["raw"] = _timed(lambda: engine.append(history, None))
+    return {impl: works[impl] for impl in impls}
 
 
 def _kvs_create(store: str, durability: str, path: Path, history: int) -> Workload:
