@@ -1,4 +1,4 @@
-"""The in-memory backend: a dict plus a sorted key list, guarded by one lock.
+"""The in-memory backend: a dict plus its keys in order (:mod:`.sorted_keys`), under one lock.
 
 For tests, demos and caches: nothing survives the process.  A write plan holds the lock
 for its whole run, so plans are serialized exactly as on the disk engines; a commit applies
@@ -7,12 +7,12 @@ its writes in one step under that lock.
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import Get, LocalBackend, Scan, Transaction
+from .sorted_keys import SortedKeys
 
 __all__ = ["MemoryBackend"]
 
@@ -24,7 +24,7 @@ class MemoryBackend(LocalBackend):
     def __init__(self) -> None:
         super().__init__()
         self._data: dict[bytes, bytes] = {}
-        self._keys: list[bytes] = []
+        self._keys = SortedKeys()
         self._lock = threading.RLock()
 
     def _begin(self, write: bool) -> Transaction:
@@ -60,15 +60,8 @@ class _MemoryTxn(Transaction):
     def scan(
         self, start: bytes, stop: bytes, limit: int | None, reverse: bool
     ) -> list[tuple[bytes, bytes]]:
-        keys = self._b._keys
-        lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
-        if limit is not None:
-            lo, hi = (max(lo, hi - limit), hi) if reverse else (lo, min(hi, lo + limit))
-        selected = keys[lo:hi]
-        if reverse:
-            selected.reverse()
         data = self._b._data
-        return [(key, data[key]) for key in selected]
+        return [(key, data[key]) for key in self._b._keys.between(start, stop, limit, reverse)]
 
     def write(
         self,
@@ -79,15 +72,13 @@ class _MemoryTxn(Transaction):
         data, keys = self._b._data, self._b._keys
         for key in delete:
             if data.pop(key, None) is not None:
-                del keys[bisect.bisect_left(keys, key)]
+                keys.remove(key)
         for start, stop in delete_ranges:
-            lo, hi = bisect.bisect_left(keys, start), bisect.bisect_left(keys, stop)
-            for key in keys[lo:hi]:
+            for key in keys.remove_between(start, stop):
                 del data[key]
-            del keys[lo:hi]
         for key, value in put.items():
             if key not in data:
-                bisect.insort(keys, key)
+                keys.add(key)
             data[key] = bytes(value)
 
     def commit(self) -> None:
