@@ -10,6 +10,7 @@ delete shifts one chunk, a range read bisects once and then walks the chunks in 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator
 
 __all__ = ["SortedKeys"]
 
@@ -67,22 +68,12 @@ class SortedKeys:
             return []
         if reverse:
             return self._between_reversed(start, stop, limit)
-        chunks = self._chunks
         found: list[bytes] = []
-        at = max(bisect_right(self._firsts, start) - 1, 0)
-        while at < len(chunks):
-            chunk = chunks[at]
-            if chunk[0] >= stop:
-                break
-            lo = bisect_left(chunk, start)
-            if chunk[-1] >= stop:  # the range ends in this chunk
-                found += chunk[lo : bisect_left(chunk, stop)]
-                break
-            found += chunk[lo:]
+        for _, chunk, lo, hi in self._spans(start, stop):
+            found += chunk[lo:hi]
             if limit is not None and len(found) >= limit:
-                break
-            at += 1
-        return found if limit is None else found[:limit]
+                return found[:limit]
+        return found
 
     def _between_reversed(self, start: bytes, stop: bytes, limit: int | None) -> list[bytes]:
         chunks = self._chunks
@@ -102,29 +93,34 @@ class SortedKeys:
 
     def remove_between(self, start: bytes, stop: bytes) -> list[bytes]:
         """Remove and return the keys with ``start <= key < stop`` (ascending)."""
+        spans = list(self._spans(start, stop))
+        removed = [key for _, chunk, lo, hi in spans for key in chunk[lo:hi]]
+        for at, chunk, lo, hi in reversed(spans):  # (from the end: dropping keeps ``at`` valid)
+            del chunk[lo:hi]
+            self._settle(at)
+        return removed
+
+    def _spans(self, start: bytes, stop: bytes) -> Iterator[tuple[int, list[bytes], int, int]]:
+        """``(index, chunk, lo, hi)`` for each chunk holding keys ``start <= key < stop``
+        (its ``chunk[lo:hi]``), ascending."""
         chunks = self._chunks
-        removed: list[bytes] = []
         at = max(bisect_right(self._firsts, start) - 1, 0)
         while at < len(chunks):
             chunk = chunks[at]
             if chunk[0] >= stop:
-                break
-            lo, hi = bisect_left(chunk, start), bisect_left(chunk, stop)
-            ends_here = hi < len(chunk)
-            removed += chunk[lo:hi]
-            del chunk[lo:hi]
-            if not self._settle(at):  # (an emptied chunk is dropped: the next one is at ``at``)
-                at += 1
-            if ends_here:
-                break
-        return removed
+                return
+            lo = bisect_left(chunk, start)
+            if chunk[-1] >= stop:  # the range ends in this chunk
+                yield at, chunk, lo, bisect_left(chunk, stop)
+                return
+            yield at, chunk, lo, len(chunk)
+            at += 1
 
-    def _settle(self, at: int) -> bool:
-        """After removals from chunk ``at``: drop it if empty (False), else fix its first key."""
+    def _settle(self, at: int) -> None:
+        """After removals from chunk ``at``: drop it if empty, else fix its first key."""
         chunk = self._chunks[at]
         if not chunk:
             del self._chunks[at]
             del self._firsts[at]
-            return True
-        self._firsts[at] = chunk[0]
-        return False
+        else:
+            self._firsts[at] = chunk[0]
