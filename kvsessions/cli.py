@@ -545,19 +545,16 @@ def check(store: str | None, store_url: str | None, table: str | None, as_json: 
         if spec.kind != "sqlite":
             raise click.UsageError("--table is for SQLite stores")
         spec = attrs.evolve(spec, options={**spec.options, "table": table})
-    if spec.kind in ("lmdb", "sqlite"):
+    if spec.kind != "redis":
         require_existing(spec, table_hint="--table NAME")
-        backend = _read_only_backend(spec)
-        try:
+    backend = _read_only_backend(spec)
+    try:
+        if isinstance(backend, RedisBackend):
+            problems = check_redis(backend)
+        else:
             problems = backend.run(check_records(), write=False)
-        finally:
-            backend.close()
-    else:
-        redis_backend = _redis_backend(spec)
-        try:
-            problems = check_redis(redis_backend)
-        finally:
-            redis_backend.close()
+    finally:
+        backend.close()
     if as_json:
         _emit(
             {
@@ -577,15 +574,13 @@ def check(store: str | None, store_url: str | None, table: str | None, as_json: 
         raise click.exceptions.Exit(EXIT_PROBLEMS)
 
 
-def _redis_backend(spec: StoreSpec) -> RedisBackend:
-    """The engine of a Redis store, without the store's format check (which may write)."""
-    options = dict(spec.options)
-    prefix = options.pop("prefix", DEFAULT_REDIS_PREFIX)
-    return RedisBackend(spec.target, prefix=prefix, ttl=options.pop("ttl", None), **options)
-
-
-def _read_only_backend(spec: StoreSpec) -> LocalBackend:
-    """The engine of an existing local store, opened without the store's format check."""
+def _read_only_backend(spec: StoreSpec) -> LocalBackend | RedisBackend:
+    """The engine of an existing store, opened without the store's format check (which
+    may write)."""
+    if spec.kind == "redis":
+        options = dict(spec.options)
+        prefix = options.pop("prefix", DEFAULT_REDIS_PREFIX)
+        return RedisBackend(spec.target, prefix=prefix, ttl=options.pop("ttl", None), **options)
     if spec.kind == "lmdb":
         return LMDBBackend(spec.target, durability="fast")
     table = spec.options.get("table", "sessions")
