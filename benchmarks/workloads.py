@@ -150,9 +150,14 @@ def build(op: str, impl: str, store: str, durability: str, path: Path, history: 
     """The write workload ``op`` ("append" | "create") for ``impl`` ("kvs" | "raw") in ``path``."""
     if impl == "kvs":
         return (_kvs_append if op == "append" else _kvs_create)(store, durability, path, history)
-    engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path, durability)
+    engine = _raw_engine(store, durability, path)
     records = _encoded_records() if impl == "rawjson" else None
     return (engine.append if op == "append" else engine.create)(history, records)
+
+
+def _raw_engine(store: str, durability: str, path: Path) -> _LMDBRaw | _SQLiteRaw:
+    """The raw engine of ``store`` ("lmdb" | "sqlite"), in ``path``."""
+    return {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path, durability)
 
 
 # -- kvsessions ------------------------------------------------------------------------------
@@ -276,7 +281,7 @@ def _build_scale(
         works["kvs"] = _timed(lambda: Workload(_kvs_appender(manager, history), close))
     if "raw" in impls:
         (path / "raw").mkdir()
-        engine = {"lmdb": _LMDBRaw, "sqlite": _SQLiteRaw}[store](path / "raw", durability)
+        engine = _raw_engine(store, durability, path / "raw")
         works["raw_short"] = _timed(lambda: engine.append(SHORT_HISTORY, None))
         works["raw"] = _timed(lambda: engine.append(history, None))
     return {impl: works[impl] for impl in impls}
