@@ -247,7 +247,15 @@ _loads = orjson.loads
 
 def encode_message(message: Message, seq: int) -> bytes:
     """A message as the stored record at position ``seq``."""
-    return _PREFIX + _dumps(_message_record(message, seq))
+    try:  # (to_micros and _message_record written out: this runs for every message saved)
+        delta = message.timestamp - _EPOCH
+    except TypeError:  # a naive timestamp: to_micros says what to do
+        to_micros(message.timestamp)
+        raise
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return _PREFIX + _dumps(
+        {"r": message.role, "c": message.content, "t": micros, "x": message.extras, "q": seq}
+    )
 
 
 def decode_message(data: bytes) -> Message:

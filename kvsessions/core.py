@@ -636,7 +636,11 @@ def _append_writes(
         now_us, token,
     )  # fmt: skip
     header = encode_header(record)
-    put = _message_puts(session_keys, current.next_seq, pending)
+    seq = current.next_seq
+    if len(pending) == 1:  # (the common save, one message: no loop, no call)
+        put = {session_keys.message(seq): encode_message(pending[0], seq)}
+    else:
+        put = _message_puts(session_keys, seq, pending)
     put[session_keys.header] = header
     delete: list[bytes] = []
     if current.updated_at // _BUCKET != now_us // _BUCKET:  # (else the entry stays)

@@ -32,7 +32,7 @@ import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _rebase
+from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
 
 __all__ = ["LMDBBackend"]
 
@@ -137,7 +137,8 @@ class LMDBBackend(LocalBackend):
     ) -> bool | Rebased:
         # LocalBackend.write_if on the engine directly: a save's whole cost in Python is
         # a few microseconds, and the transaction wrapper's calls were a tenth of it
-        self._ensure_usable()
+        if self._closed or self._forks != _forks[0]:  # (_ensure_usable, written out)
+            self._check_usable(None)
         try:
             txn = self._env.begin(None, None, True, False)
         except lmdb.Error:
@@ -154,8 +155,9 @@ class LMDBBackend(LocalBackend):
             finally:
                 wrapped.abort()
         try:
-            for stale in delete:
-                txn.delete(stale)
+            if delete:
+                for stale in delete:
+                    txn.delete(stale)
             for new_key, value in put.items():
                 txn.put(new_key, value)
         except lmdb.Error as exc:
