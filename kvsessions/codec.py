@@ -113,13 +113,13 @@ def _unstructure_message(message: Message) -> dict[str, Any]:
 
 def _message_record(message: Message, seq: int | None) -> dict[str, Any]:
     """The stored form of a message (short keys: messages are the bulk of a store)."""
-    return {
-        "r": message.role,
-        "c": message.content,
-        "t": to_micros(message.timestamp),
-        "x": message.extras,
-        "q": seq,
-    }
+    try:  # (to_micros written out: this runs for every message saved)
+        delta = message.timestamp - _EPOCH
+    except TypeError:  # a naive timestamp: to_micros says what to do
+        to_micros(message.timestamp)
+        raise
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return {"r": message.role, "c": message.content, "t": micros, "x": message.extras, "q": seq}
 
 
 _MESSAGE_KEYS = frozenset("rctxq")
@@ -247,15 +247,7 @@ _loads = orjson.loads
 
 def encode_message(message: Message, seq: int) -> bytes:
     """A message as the stored record at position ``seq``."""
-    try:  # (to_micros and _message_record written out: this runs for every message saved)
-        delta = message.timestamp - _EPOCH
-    except TypeError:  # a naive timestamp: to_micros says what to do
-        to_micros(message.timestamp)
-        raise
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return _PREFIX + _dumps(
-        {"r": message.role, "c": message.content, "t": micros, "x": message.extras, "q": seq}
-    )
+    return _PREFIX + _dumps(_message_record(message, seq))
 
 
 def decode_message(data: bytes) -> Message:

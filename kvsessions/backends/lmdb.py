@@ -32,7 +32,7 @@ import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
+from .base import LocalBackend, Rebased, Transaction, _rebase
 
 __all__ = ["LMDBBackend"]
 
@@ -137,8 +137,7 @@ class LMDBBackend(LocalBackend):
     ) -> bool | Rebased:
         # LocalBackend.write_if on the engine directly: a save's whole cost in Python is
         # a few microseconds, and the transaction wrapper's calls were a tenth of it
-        if self._closed or self._forks != _forks[0]:  # (_ensure_usable, written out)
-            self._check_usable(None)
+        self._ensure_usable()
         try:
             txn = self._env.begin(None, None, True, False)
         except lmdb.Error:
