@@ -174,6 +174,8 @@ header_damage = st.sampled_from(
         lambda d: {**d, "count": True},  # bool is not int
         lambda d: dict(reversed(list(d.items()))),  # fields in another order
         lambda d: {**d, "metadata": [1]},  # metadata not an object
+        lambda d: {**d, "status": ["active"]},  # a status that is no text (unhashable)
+        lambda d: {**d, "recent": {}},  # recent not a list
         lambda d: [d],  # not an object at all
     ]
 )
