@@ -23,7 +23,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 import orjson
@@ -206,12 +206,7 @@ def load(
     A session whose TTL ran out (``expiry_us``) is removed on the spot and not returned.
     """
     session_keys = keys.SessionKeys(session_id)
-    rows: list[tuple[bytes, bytes]] = []
-    if last == 0:  # the header alone (how agent code appends): one read, no scan
-        header = yield Get(session_keys.header)
-    else:
-        scan = Scan(*session_keys.messages(), last, last is not None)
-        header, rows = yield Batch((Get(session_keys.header), scan))
+    header, rows = _loaded((yield _load_reads(session_keys, last)), last)
     if header is None:
         return None
     record = None
@@ -220,9 +215,43 @@ def load(
         if expired(record, expiry_us):
             yield purge(session_id, header, record)  # lazily; a conflict means it lives on
             return None
+    return build_session(session_id, header, rows, record, session_keys)
+
+
+def load_directly(
+    session_id: str, last: int | None, expiry_us: int | None, read: Callable[[Get | Batch], Any]
+) -> Session | Literal[False] | None:
+    """:func:`load` without a plan, its reads answered by ``read`` from one snapshot
+    (``LocalBackend.read``); ``False`` for a session whose TTL ran out (the plan then
+    removes it).  Loads are what agent code does most after appends."""
+    session_keys = keys.SessionKeys(session_id)
+    header, rows = _loaded(read(_load_reads(session_keys, last)), last)
+    if header is None:
+        return None
+    record = None
+    if expiry_us is not None:
+        record = decode_header(header)
+        if expired(record, expiry_us):
+            return False
+    return build_session(session_id, header, rows, record, session_keys)
+
+
+def _load_reads(session_keys: keys.SessionKeys, last: int | None) -> Get | Batch:
+    """The reads of a load: the header alone for ``last == 0`` (how agent code appends:
+    one read, no scan), else the header and the (newest ``last``) messages."""
+    if last == 0:
+        return Get(session_keys.header)
+    return Batch((Get(session_keys.header), Scan(*session_keys.messages(), last, last is not None)))
+
+
+def _loaded(answer: Any, last: int | None) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
+    """The header and the message rows (in seq order) from the answer of ``_load_reads``."""
+    if last == 0:
+        return answer, []
+    header, rows = answer
     if last is not None:
         rows.reverse()
-    return build_session(session_id, header, rows, record, session_keys)
+    return header, rows
 
 
 def messages_window(
@@ -724,10 +753,19 @@ def _finish_rebased(
     """After an append was re-based where the data lives: take the header that won and
     the messages others added (after any ``missed`` the plan had already read), and with
     ``take_stored`` the stored state and metadata."""
-    record = decode_header(answer.header)
-    record.user_id = session.user_id  # (equal: kept identical, see _successor)
-    if take_stored:
-        _take_stored(session, record)
+    base, counters = session._base, answer.counters
+    if counters is None or take_stored or base is None or base.record.parent is not None:
+        record = decode_header(answer.header)
+        record.user_id = session.user_id  # (equal: kept identical, see _successor)
+        if take_stored:
+            _take_stored(session, record)
+    else:  # the header the backend edited: the base's but for the counters it moved
+        loaded = base.record
+        updated_us, version, next_seq, count, recent = counters
+        record = HeaderRecord(
+            session.user_id, loaded.created_at, updated_us, SessionStatus.ACTIVE, version,
+            next_seq, count, loaded.metadata, loaded.state, recent,
+        )  # fmt: skip
     others = decode_messages(answer.missed)
     _finish(session, pending, others if missed is None else missed + others, record,
             answer.header, session_keys, now, False)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from . import core, lifecycle, listing, transfer
 from .codec import to_micros
@@ -69,6 +69,12 @@ class KVOperations:
         if self._ttl_us is not None:  # (an expired session must not be appended to)
             return False
         return core.append_directly(session, self._clock(), write_if)
+
+    def load_directly(
+        self, session_id: str, messages: int | None, read: Callable[[Any], Any]
+    ) -> Session | Literal[False] | None:
+        """Load with one engine read (``core.load_directly``); False: run :meth:`get`."""
+        return core.load_directly(session_id, check_window(messages), self._expiry(), read)
 
     def get(self, session_id: str, messages: int | None = None) -> Job[Session | None]:
         # a read that may remove an expired session on the way (a read plan may commit)

@@ -27,7 +27,7 @@ from . import keys
 from .codec import RECENT_TOKENS
 from .model import SessionStatus
 
-__all__ = ["AppendHint", "AppendRebase", "rebase_append"]
+__all__ = ["AppendHint", "AppendRebase", "RebasedCounters", "rebase_append"]
 
 _LANDMARK = b'"updated_at":'
 _RECENT = b',"recent":['
@@ -42,6 +42,10 @@ _COUNTERS = re.compile(rb'(\d+),"status":"active","version":(\d+),"next_seq":(\d
 AppendHint = tuple[keys.SessionKeys, int, int, str, int, tuple[bytes, bytes]]
 
 
+#: ``AppendRebase.counters``: the written header's fields that differ from the expected one's.
+RebasedCounters = tuple[int, int, int, int, list[str]]
+
+
 class AppendRebase(NamedTuple):
     """The writes that apply the commit on the header that won, and what others added."""
 
@@ -49,6 +53,10 @@ class AppendRebase(NamedTuple):
     delete: list[bytes]
     header: bytes  # the header written
     missed: tuple[bytes, bytes] | None  # key range of the messages others added
+    #: what changed in ``header`` against the expected one, for the session to take without
+    #: decoding it: ``(updated_at, version, next_seq, count, recent)``; ``None`` where the
+    #: header has a parent or a token that is not plain text (the caller decodes it then)
+    counters: RebasedCounters | None
 
 
 def rebase_append(
@@ -87,11 +95,16 @@ def rebase_append(
         q = record.rfind(b'"q":') + 4
         out[message_key(seq)] = record[:q] + b"%d}" % seq
         seq += 1
-    kept = b",".join([*tokens[1 - RECENT_TOKENS :], ours])
+    recent = [*tokens[1 - RECENT_TOKENS :], ours]
+    kept = b",".join(recent)
+    version, next_seq, count = int(won_version) + 1, first + added, int(won_count) + added
+    tail = current[close + 1 :]
     header = b"%s%d,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
-        current[:fixed], updated_us, int(won_version) + 1, first + added,
-        int(won_count) + added, body, _RECENT, kept, current[close + 1 :],
+        current[:fixed], updated_us, version, next_seq, count, body, _RECENT, kept, tail,
     )  # fmt: skip
+    counters = None
+    if tail == b"}" and b"\\" not in kept:  # (no parent; no JSON escapes: '"' only as quotes)
+        counters = (updated_us, version, next_seq, count, kept[1:-1].decode().split('","'))
     out[session_keys.header] = header
     removed: list[bytes] = []
     old = int(won_time)
@@ -99,4 +112,4 @@ def rebase_append(
         removed.append(session_keys.activity(SessionStatus.ACTIVE, old))
         out[session_keys.activity(SessionStatus.ACTIVE, updated_us)] = b""
     missed = session_keys.message_span(known, first) if first > known else None
-    return AppendRebase(out, removed, header, missed)
+    return AppendRebase(out, removed, header, missed, counters)

@@ -47,6 +47,9 @@ class SessionManager:
         direct = self._write_if is not None
         self._create_directly = getattr(self._ops, "create_directly", None) if direct else None
         self._append_directly = getattr(self._ops, "append_directly", None) if direct else None
+        # and a load one read transaction, without driving a plan
+        self._read = getattr(self._backend, "read", None)
+        self._load_directly = getattr(self._ops, "load_directly", None) if direct else None
 
     def _run(self, job: Job[T]) -> T:
         if self._closed:
@@ -102,6 +105,10 @@ class SessionManager:
         ``message_count`` is always the true total, and saving a partly loaded session
         appends after the last stored message as usual.
         """
+        if self._load_directly is not None and not self._closed:
+            loaded = self._load_directly(session_id, messages, self._read)
+            if loaded is not False:
+                return loaded
         return self._run(self._ops.get(session_id, messages))
 
     def get_messages(

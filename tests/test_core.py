@@ -124,6 +124,39 @@ def test_a_header_only_load_reads_the_header_alone(recorded: Any) -> None:
     assert manager.get_session(session.session_id, messages=1).messages[0].seq == 5
 
 
+@pytest.mark.parametrize("window", [None, 0, 2])
+def test_a_blocking_load_is_one_read_transaction_and_equals_the_plans(
+    recorded: Any, window: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get_session`` on a local store reads in one transaction without driving a plan
+    (``core.load_directly``), and builds the very session the plan (the asyncio manager's,
+    a TTL store's) builds."""
+    manager, backend = recorded
+    session = manager.create_session("u", metadata={"m": 1})
+    session.set_state("k", [1, 2])
+    for i in range(5):
+        session.add_message("user", f"m{i}")
+    manager.save(session)
+    begun: list[bool] = []
+    original_begin = backend._begin
+    monkeypatch.setattr(
+        backend, "_begin", lambda write: begun.append(write) or original_begin(write)
+    )
+    monkeypatch.setattr(backend, "run", lambda *args, **kwargs: pytest.fail("a plan was driven"))
+    direct = manager.get_session(session.session_id, messages=window)
+    assert manager.get_session("absent", messages=window) is None
+    assert begun == [False, False]  # one read transaction each
+    monkeypatch.undo()
+    planned = backend.run(core.load(session.session_id, window), write=False)
+    assert direct == planned and direct.message_count == planned.message_count == 5
+    assert direct._unloaded == planned._unloaded and direct._synced == planned._synced
+    mine, theirs = direct._base, planned._base
+    assert (mine.header, mine.record, mine.state_json, mine.metadata_json) == (
+        theirs.header, theirs.record, theirs.state_json, theirs.metadata_json,
+    )  # fmt: skip
+    assert mine.keys.header == theirs.keys.header == keys.header_key(session.session_id)
+
+
 def test_activity_index_moves_when_the_minute_changes(recorded: Any, clock: ManualClock) -> None:
     manager, backend = recorded
     session = manager.create_session("u")
@@ -477,6 +510,43 @@ def test_a_save_that_lost_a_race_leaves_the_session_on_the_direct_path() -> None
         "second",
         "third",
     ]
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb", "sqlite"])
+@pytest.mark.parametrize("forked", [False, True])
+def test_a_rebased_append_leaves_the_session_synced_with_the_stored_header(
+    kind: str, forked: bool, tmp_path: Any
+) -> None:
+    """After the backend re-based an append (taking the moved counters from the edit, or
+    decoding the header of a forked session), the session remembers exactly the stored
+    header: the same record a load decodes, and the same JSON of its state and metadata."""
+    store = {
+        "memory": lambda: MemorySessionStore(),
+        "lmdb": lambda: LMDBSessionStore(tmp_path / "kv.lmdb", map_size=2**24),
+        "sqlite": lambda: SQLiteSessionStore(tmp_path / "kv.db"),
+    }[kind]()
+    manager = SessionManager(store=store)
+    session = manager.create_session("u", metadata={"m": [1, "x"]})
+    session.set_state("k", {"deep": 1})
+    session.add_message("user", "one")
+    manager.save(session)
+    if forked:
+        session = manager.fork(session.session_id)
+    for round_ in range(3):
+        mine = manager.get_session(session.session_id, messages=0)
+        theirs = manager.get_session(session.session_id, messages=0)
+        theirs.add_message("user", f"theirs {round_}")
+        manager.save(theirs)
+        mine.add_message("assistant", f"mine {round_}")
+        manager.save(mine)  # lost to theirs: re-based in the commit
+        loaded = manager.get_session(session.session_id, messages=0)
+        assert mine._base.header == loaded._base.header
+        assert mine._base.record == loaded._base.record
+        assert mine._base.state_json == loaded._base.state_json == b'{"k":{"deep":1}}'
+        assert mine._base.metadata_json == loaded._base.metadata_json
+        assert mine.version == loaded.version and mine.updated_at == loaded.updated_at
+        assert [m.content for m in mine.messages][-2:] == [f"theirs {round_}", f"mine {round_}"]
+    store.close()
 
 
 @pytest.mark.parametrize("their_change", ["append", "state", "archive", "delete"])

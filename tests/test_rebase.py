@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from kvsessions import Message, keys
 from kvsessions.backends.base import Commit
-from kvsessions.codec import RECENT_TOKENS, HeaderRecord, encode_header
+from kvsessions.codec import RECENT_TOKENS, HeaderRecord, decode_header, encode_header
 from kvsessions.core import _append_commit, _successor
 from kvsessions.model import SessionStatus
 from kvsessions.rebase import rebase_append
@@ -92,6 +92,16 @@ def test_rebase_writes_what_the_plan_writes_on_the_header_that_won(
     assert sorted(edit.delete) == sorted(want.delete)
     assert edit.header == want.put[hkey]
     assert edit.missed == (keys.message_range(sid, base.next_seq, won.next_seq) if others else None)
+    written = decode_header(edit.header)
+    if won.parent is not None:
+        assert edit.counters is None  # (the caller decodes the header then)
+    else:
+        assert edit.counters is not None
+        updated_at, version, next_seq, count, recent = edit.counters
+        assert written == HeaderRecord(
+            won.user_id, won.created_at, updated_at, SessionStatus.ACTIVE, version, next_seq,
+            count, won.metadata, won.state, recent,
+        )  # fmt: skip
 
 
 @settings(max_examples=100, deadline=None)

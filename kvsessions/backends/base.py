@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..errors import KVSessionsError, StoreClosedError
-from ..rebase import AppendHint, rebase_append
+from ..rebase import AppendHint, RebasedCounters, rebase_append
 
 __all__ = [
     "HEAVY_STEP_ROWS",
@@ -113,10 +113,12 @@ class Conflict:
 class Rebased:
     """An ``append_only`` commit applied on a header that had moved: the header it wrote
     and the ``(key, record)`` rows of the messages others had added since the expected
-    header (which the commit's messages now follow)."""
+    header (which the commit's messages now follow); ``counters``, where the backend
+    edited the header itself, are its fields that moved (``rebase.AppendRebase``)."""
 
     header: bytes
     missed: list[tuple[bytes, bytes]]
+    counters: RebasedCounters | None = None
 
 
 Op = Get | Scan | Batch | Commit
@@ -235,6 +237,16 @@ class LocalBackend(abc.ABC):
         finally:
             if txn is not None:
                 txn.abort()
+
+    def read(self, op: Get | Scan | Batch) -> Any:
+        """Answer reads from one snapshot, without a plan (the blocking manager's loads,
+        ``core.load_directly``)."""
+        self._ensure_usable()
+        txn = self._begin(False)
+        try:
+            return txn.answer_batch(op.ops) if type(op) is Batch else txn.answer(op)  # type: ignore[arg-type]
+        finally:
+            txn.abort()
 
     def execute(self, op: Op) -> Any:
         """Answer one operation in a transaction of its own."""
@@ -366,7 +378,7 @@ def _rebase(
         return None
     txn.write(edit.put, edit.delete, ())
     rows = txn.scan(*edit.missed, None, False) if edit.missed else []
-    return Rebased(edit.header, rows)
+    return Rebased(edit.header, rows, edit.counters)
 
 
 #: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per
