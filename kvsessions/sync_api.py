@@ -1,8 +1,11 @@
 """``SessionManager``: the blocking face of the session core.
 
 Each method asks the store's operations for a plan and drives it with the store's
-backend in the calling thread.  The logic lives in ``core`` (or ``custom`` for a user's
-own store); this module only runs it, and :mod:`kvsessions.async_api` is its twin.
+backend in the calling thread; on a local store the commonest calls (a create, a save
+that only appended, a load) are one engine transaction without a plan
+(``core.create_directly`` / ``append_directly`` / ``load_directly``).  The logic lives in
+``core`` (or ``custom`` for a user's own store); this module only runs it, and
+:mod:`kvsessions.async_api` is its twin.
 """
 
 from __future__ import annotations
