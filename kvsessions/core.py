@@ -228,11 +228,11 @@ def load_directly(
     header, rows = _loaded(read(_load_reads(session_keys, last)), last)
     if header is None:
         return None
-    record = None
-    if expiry_us is not None:
-        record = decode_header(header)
-        if expired(record, expiry_us):
-            return False
+    if expiry_us is None:  # (no TTL: the header is decoded once, by build_session)
+        return build_session(session_id, header, rows, None, session_keys)
+    record = decode_header(header)
+    if expired(record, expiry_us):
+        return False
     return build_session(session_id, header, rows, record, session_keys)
 
 
