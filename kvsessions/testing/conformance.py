@@ -1065,6 +1065,8 @@ class StoreConformance:
             old.add_message("user", "too late")
             with pytest.raises(SessionNotFoundError, match="expired"):
                 manager.save(old)
+            assert manager.get_session("old", messages=0) is None  # expired: not returned
+            assert manager.get_session("old") is None
             with pytest.raises(SessionNotFoundError):
                 manager.archive("old")
             assert manager.delete("old") is False
