@@ -46,11 +46,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def to_micros(moment: datetime) -> int:
     """An aware datetime as integer microseconds since the Unix epoch (exact)."""
-    if moment.tzinfo is None:
-        raise InvalidValueError(
-            f"timestamps must be timezone-aware (got naive {moment!r}); use datetime.now(UTC)"
-        )
-    delta = moment - _EPOCH
+    try:  # (the aware case first: this runs for every message saved)
+        delta = moment - _EPOCH
+    except TypeError:
+        if isinstance(moment, datetime) and moment.tzinfo is None:
+            raise InvalidValueError(
+                f"timestamps must be timezone-aware (got naive {moment!r}); use datetime.now(UTC)"
+            ) from None
+        raise
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -113,13 +116,13 @@ def _unstructure_message(message: Message) -> dict[str, Any]:
 
 def _message_record(message: Message, seq: int | None) -> dict[str, Any]:
     """The stored form of a message (short keys: messages are the bulk of a store)."""
-    try:  # (to_micros written out: this runs for every message saved)
-        delta = message.timestamp - _EPOCH
-    except TypeError:  # a naive timestamp: to_micros says what to do
-        to_micros(message.timestamp)
-        raise
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return {"r": message.role, "c": message.content, "t": micros, "x": message.extras, "q": seq}
+    return {
+        "r": message.role,
+        "c": message.content,
+        "t": to_micros(message.timestamp),
+        "x": message.extras,
+        "q": seq,
+    }
 
 
 _MESSAGE_KEYS = frozenset("rctxq")

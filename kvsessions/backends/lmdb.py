@@ -154,9 +154,8 @@ class LMDBBackend(LocalBackend):
             finally:
                 wrapped.abort()
         try:
-            if delete:
-                for stale in delete:
-                    txn.delete(stale)
+            for stale in delete:
+                txn.delete(stale)
             for new_key, value in put.items():
                 txn.put(new_key, value)
         except lmdb.Error as exc:
