@@ -61,7 +61,7 @@ from .model import (
     stored_message,
     stored_session,
 )
-from .rebase import AppendHint
+from .rebase import AppendHint, recent_tokens
 from .values import check_json_value
 
 __all__ = [
@@ -754,18 +754,21 @@ def _finish_rebased(
     the messages others added (after any ``missed`` the plan had already read), and with
     ``take_stored`` the stored state and metadata."""
     base, counters = session._base, answer.counters
-    if counters is None or take_stored or base is None or base.record.parent is not None:
+    record = None
+    if counters is not None and not take_stored and base is not None:
+        # the header the backend edited: the base's but for the counters it moved
+        updated_us, version, next_seq, count, kept = counters
+        loaded, recent = base.record, recent_tokens(kept)
+        if recent is not None and loaded.parent is None:
+            record = HeaderRecord(
+                session.user_id, loaded.created_at, updated_us, SessionStatus.ACTIVE, version,
+                next_seq, count, loaded.metadata, loaded.state, recent,
+            )  # fmt: skip
+    if record is None:
         record = decode_header(answer.header)
         record.user_id = session.user_id  # (equal: kept identical, see _successor)
         if take_stored:
             _take_stored(session, record)
-    else:  # the header the backend edited: the base's but for the counters it moved
-        loaded = base.record
-        updated_us, version, next_seq, count, recent = counters
-        record = HeaderRecord(
-            session.user_id, loaded.created_at, updated_us, SessionStatus.ACTIVE, version,
-            next_seq, count, loaded.metadata, loaded.state, recent,
-        )  # fmt: skip
     others = decode_messages(answer.missed)
     _finish(session, pending, others if missed is None else missed + others, record,
             answer.header, session_keys, now, False)  # fmt: skip

@@ -7,7 +7,10 @@ tokens -- the commit can still go through on the header that won: its messages t
 seqs after the others', the header's counters move on from the winner's.  Done inside the
 engine's transaction this needs no decode, merge or second commit: a few byte slices, the
 work a raw engine would do.  Local backends call :func:`rebase_append` from their commit
-(``backends.base``); the Redis commit script does the same in Lua (``backends.redis``).
+(``backends.base``); LMDB's ``write_if`` calls it between two write transactions, outside
+the write lock the other writer waits for, and writes the edit only if the header it was
+made on is still the stored one.  The Redis commit script does the same in Lua
+(``backends.redis``).
 Tests hold both byte for byte to what ``core._successor`` + ``codec.encode_header`` write.
 
 Headers are edited only in the shape ``codec.encode_header`` writes (field order, compact
@@ -27,7 +30,7 @@ from . import keys
 from .codec import RECENT_TOKENS
 from .model import SessionStatus
 
-__all__ = ["AppendHint", "AppendRebase", "RebasedCounters", "rebase_append"]
+__all__ = ["AppendHint", "AppendRebase", "RebasedCounters", "rebase_append", "recent_tokens"]
 
 _LANDMARK = b'"updated_at":'
 _RECENT = b',"recent":['
@@ -42,8 +45,10 @@ _COUNTERS = re.compile(rb'(\d+),"status":"active","version":(\d+),"next_seq":(\d
 AppendHint = tuple[keys.SessionKeys, int, int, str, int, tuple[bytes, bytes]]
 
 
-#: ``AppendRebase.counters``: the written header's fields that differ from the expected one's.
-RebasedCounters = tuple[int, int, int, int, list[str]]
+#: ``AppendRebase.counters``: the written header's fields that differ from the expected
+#: one's, the recent tokens as the header holds them (``recent_tokens`` reads them: after
+#: the commit, not under the engine's write lock).
+RebasedCounters = tuple[int, int, int, int, bytes]
 
 
 class AppendRebase(NamedTuple):
@@ -55,7 +60,7 @@ class AppendRebase(NamedTuple):
     missed: tuple[bytes, bytes] | None  # key range of the messages others added
     #: what changed in ``header`` against the expected one, for the session to take without
     #: decoding it: ``(updated_at, version, next_seq, count, recent)``; ``None`` where the
-    #: header has a parent or a token that is not plain text (the caller decodes it then)
+    #: header has a parent (the caller decodes it then)
     counters: RebasedCounters | None
 
 
@@ -102,9 +107,7 @@ def rebase_append(
     header = b"%s%d,\"status\":\"active\",\"version\":%d,\"next_seq\":%d,\"count\":%d,%s%s%s]%s" % (
         current[:fixed], updated_us, version, next_seq, count, body, _RECENT, kept, tail,
     )  # fmt: skip
-    counters = None
-    if tail == b"}" and b"\\" not in kept:  # (no parent; no JSON escapes: '"' only as quotes)
-        counters = (updated_us, version, next_seq, count, kept[1:-1].decode().split('","'))
+    counters = (updated_us, version, next_seq, count, kept) if tail == b"}" else None
     out[session_keys.header] = header
     removed: list[bytes] = []
     old = int(won_time)
@@ -113,3 +116,11 @@ def rebase_append(
         out[session_keys.activity(SessionStatus.ACTIVE, updated_us)] = b""
     missed = session_keys.message_span(known, first) if first > known else None
     return AppendRebase(out, removed, header, missed, counters)
+
+
+def recent_tokens(kept: bytes) -> list[str] | None:
+    """The tokens of a header's ``recent`` list as the edit wrote it (``b'"a","b"'``), or
+    ``None`` if one holds a JSON escape (the caller decodes the header then)."""
+    if b"\\" in kept:  # (no escapes: '"' appears only as the quotes)
+        return None
+    return kept[1:-1].decode().split('","')

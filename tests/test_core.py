@@ -23,6 +23,7 @@ from kvsessions import (
     core,
     keys,
 )
+from kvsessions.backends import lmdb as lmdb_backend
 from kvsessions.backends.base import (
     Batch,
     Commit,
@@ -547,6 +548,45 @@ def test_a_rebased_append_leaves_the_session_synced_with_the_stored_header(
         assert mine.version == loaded.version and mine.updated_at == loaded.updated_at
         assert [m.content for m in mine.messages][-2:] == [f"theirs {round_}", f"mine {round_}"]
     store.close()
+
+
+@pytest.mark.parametrize("moves_again", [False, True])
+def test_lmdb_makes_a_rebase_outside_the_write_lock_and_redoes_it_if_the_header_moved(
+    moves_again: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LMDB's ``write_if`` releases the write lock while it edits a lost append onto the
+    header that won; if yet another save lands meanwhile, the edit is made again, under
+    the lock, on that header: every message kept, in order, the session synced."""
+    manager = SessionManager(LMDBSessionStore(tmp_path / "kv.lmdb", durability="fast"))
+    sid = manager.create_session("u").session_id
+    mine, theirs = manager.get_session(sid, messages=0), manager.get_session(sid, messages=0)
+    theirs.add_message("user", "theirs 0")
+    manager.save(theirs)
+    edits: list[bytes | None] = []
+    real_edit = lmdb_backend.append_edit
+
+    def edit_while_others_save(expected: Any, current: Any, put: Any, hint: Any) -> Any:
+        edits.append(current)
+        if moves_again and len(edits) == 1:  # (no transaction open here: a save lands)
+            late = manager.get_session(sid, messages=0)
+            assert late is not None
+            late.add_message("user", "late")
+            manager.save(late)
+        return real_edit(expected, current, put, hint)
+
+    monkeypatch.setattr(lmdb_backend, "append_edit", edit_while_others_save)
+    mine.add_message("assistant", "mine")
+    manager.save(mine)
+    assert len(edits) == 1 + moves_again  # (a second edit, under the lock, on a new header)
+    assert not moves_again or edits[0] != edits[1]
+    stored = manager.get_session(sid)
+    assert stored is not None
+    want = ["theirs 0", "late", "mine"] if moves_again else ["theirs 0", "mine"]
+    assert [m.content for m in stored.messages] == want
+    assert [m.seq for m in stored.messages] == list(range(len(want)))
+    assert [m.content for m in mine.messages] == want
+    assert mine._base.header == stored._base.header and mine.version == stored.version
+    manager.close()
 
 
 @pytest.mark.parametrize("their_change", ["append", "state", "archive", "delete"])

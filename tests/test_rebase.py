@@ -21,7 +21,7 @@ from kvsessions.backends.base import Commit
 from kvsessions.codec import RECENT_TOKENS, HeaderRecord, decode_header, encode_header
 from kvsessions.core import _append_commit, _successor
 from kvsessions.model import SessionStatus
-from kvsessions.rebase import rebase_append
+from kvsessions.rebase import rebase_append, recent_tokens
 
 from .test_properties import ids, json_values
 
@@ -97,7 +97,11 @@ def test_rebase_writes_what_the_plan_writes_on_the_header_that_won(
         assert edit.counters is None  # (the caller decodes the header then)
     else:
         assert edit.counters is not None
-        updated_at, version, next_seq, count, recent = edit.counters
+        updated_at, version, next_seq, count, kept = edit.counters
+        recent = recent_tokens(kept)
+        if recent is None:  # (a token with a JSON escape: the caller decodes the header)
+            assert b"\\" in kept
+            recent = written.recent
         assert written == HeaderRecord(
             won.user_id, won.created_at, updated_at, SessionStatus.ACTIVE, version, next_seq,
             count, won.metadata, won.state, recent,

@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..errors import KVSessionsError, StoreClosedError
-from ..rebase import AppendHint, RebasedCounters, rebase_append
+from ..rebase import AppendHint, AppendRebase, RebasedCounters, rebase_append
 
 __all__ = [
     "HEAVY_STEP_ROWS",
@@ -371,14 +371,25 @@ def _rebase(
     """Write an append's ``put`` re-based on the ``current`` header (not committed), if
     :func:`kvsessions.rebase.rebase_append` can; else ``None`` and nothing written (also
     for anything but an append: no ``hint``, or no header expected or stored)."""
-    if hint is None or current is None or expected is None:
-        return None
-    edit = rebase_append(expected, current, put, hint)
+    edit = append_edit(expected, current, put, hint)
     if edit is None:
         return None
     txn.write(edit.put, edit.delete, ())
     rows = txn.scan(*edit.missed, None, False) if edit.missed else []
     return Rebased(edit.header, rows, edit.counters)
+
+
+def append_edit(
+    expected: bytes | None,
+    current: bytes | None,
+    put: Mapping[bytes, bytes],
+    hint: AppendHint | None,
+) -> AppendRebase | None:
+    """The writes that re-base an append's ``put`` on the ``current`` header, or ``None``
+    (also for anything but an append: no ``hint``, or no header expected or stored)."""
+    if hint is None or current is None or expected is None:
+        return None
+    return rebase_append(expected, current, put, hint)
 
 
 #: A read-modify-write loop (``update()``) that keeps losing may wait up to this long per

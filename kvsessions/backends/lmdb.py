@@ -32,7 +32,7 @@ import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _rebase
+from .base import LocalBackend, Rebased, Transaction, append_edit
 
 __all__ = ["LMDBBackend"]
 
@@ -143,21 +143,31 @@ class LMDBBackend(LocalBackend):
         except lmdb.Error:
             return super().write_if(key, expected, put, delete, hint)  # (reports, adapts)
         current = txn.get(key)
+        edit = None
         if current != expected:  # others saved first: re-base, as a commit would
-            wrapped = _LMDBTxn(txn, self)
+            # the edit is made outside the write lock (which the other writer waits for),
+            # on the header read here, and applied if that header is still the stored one
+            txn.abort()
+            edit = append_edit(expected, current, put, hint)
+            if edit is None:
+                return False
             try:
-                rebased = _rebase(wrapped, expected, current, put, hint)
-                if rebased is None:
+                txn = self._env.begin(None, None, True, False)
+            except lmdb.Error:
+                return super().write_if(key, expected, put, delete, hint)
+            now_stored = txn.get(key)
+            if now_stored != current:  # moved again meanwhile: edit under the lock
+                edit = append_edit(expected, now_stored, put, hint)
+                if edit is None:
+                    txn.abort()
                     return False
-                wrapped.commit()
-                return rebased
-            finally:
-                wrapped.abort()
+            put, delete = edit.put, edit.delete
         try:
             for stale in delete:
                 txn.delete(stale)
             for new_key, value in put.items():
                 txn.put(new_key, value)
+            missed = _forward_rows(txn, *edit.missed, None) if edit and edit.missed else []
         except lmdb.Error as exc:
             txn.abort()
             raise _write_error(exc, self) from exc
@@ -165,7 +175,7 @@ class LMDBBackend(LocalBackend):
             txn.commit()
         except lmdb.Error as exc:
             raise _commit_error(exc, self) from exc
-        return True
+        return True if edit is None else Rebased(edit.header, missed, edit.counters)
 
     def _close(self) -> None:
         self._release()
@@ -191,30 +201,23 @@ class _LMDBTxn(Transaction):
     def scan(
         self, start: bytes, stop: bytes, limit: int | None, reverse: bool
     ) -> list[tuple[bytes, bytes]]:
-        rows: list[tuple[bytes, bytes]] = []
         if limit is not None and limit <= 0:
-            return rows
+            return []
+        if not reverse:
+            return _forward_rows(self._txn, start, stop, limit)
+        rows: list[tuple[bytes, bytes]] = []
         with self._txn.cursor() as cursor:
-            if reverse:
-                found = cursor.set_range(stop)
-                found = cursor.prev() if found else cursor.last()
-                while found:
-                    key = cursor.key()
-                    if key < start:  # type: ignore[operator]
-                        break
-                    if key < stop:  # type: ignore[operator]
-                        rows.append((key, cursor.value()))  # type: ignore[arg-type]
-                        if limit is not None and len(rows) >= limit:
-                            break
-                    found = cursor.prev()
-            else:
-                found = cursor.set_range(start)
-                for key, value in cursor.iternext() if found else ():
-                    if key >= stop:  # type: ignore[operator]
-                        break
-                    rows.append((key, value))  # type: ignore[arg-type]
+            found = cursor.set_range(stop)
+            found = cursor.prev() if found else cursor.last()
+            while found:
+                key = cursor.key()
+                if key < start:  # type: ignore[operator]
+                    break
+                if key < stop:  # type: ignore[operator]
+                    rows.append((key, cursor.value()))  # type: ignore[arg-type]
                     if limit is not None and len(rows) >= limit:
                         break
+                found = cursor.prev()
         return rows
 
     def write(
@@ -250,6 +253,22 @@ class _LMDBTxn(Transaction):
         if not self._done:
             self._done = True
             self._txn.abort()
+
+
+def _forward_rows(
+    txn: lmdb.Transaction, start: bytes, stop: bytes, limit: int | None
+) -> list[tuple[bytes, bytes]]:
+    """The ``(key, value)`` rows from ``start`` up to ``stop``, the first ``limit`` of them."""
+    rows: list[tuple[bytes, bytes]] = []
+    with txn.cursor() as cursor:
+        found = cursor.set_range(start)
+        for key, value in cursor.iternext() if found else ():
+            if key >= stop:  # type: ignore[operator]
+                break
+            rows.append((key, value))  # type: ignore[arg-type]
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
 
 
 def _write_error(exc: lmdb.Error, backend: LMDBBackend) -> StoreError:
