@@ -550,6 +550,32 @@ def test_a_rebased_append_leaves_the_session_synced_with_the_stored_header(
     store.close()
 
 
+def test_lmdb_reads_a_header_only_load_on_the_engine_and_equals_the_plans(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LMDB answers a header-only load's one ``Get`` without the transaction wrapper; the
+    session is the plan's, a missing id is None, a closed store says so."""
+    manager = SessionManager(LMDBSessionStore(tmp_path / "kv.lmdb", durability="fast"))
+    session = manager.create_session("u", metadata={"m": 1})
+    session.set_state("k", [1, 2])
+    session.add_message("user", "one")
+    manager.save(session)
+    backend = manager.store._backend
+    monkeypatch.setattr(backend, "_begin", lambda write: pytest.fail("the wrapper was used"))
+    direct = manager.get_session(session.session_id, messages=0)
+    assert manager.get_session("absent", messages=0) is None
+    monkeypatch.undo()
+    planned = backend.run(core.load(session.session_id, 0), write=False)
+    assert direct == planned and direct.message_count == 1 and direct.messages == []
+    assert (direct._base.header, direct._base.record) == (
+        planned._base.header,
+        planned._base.record,
+    )
+    manager.close()
+    with pytest.raises(StoreClosedError):
+        backend.read(Get(keys.header_key(session.session_id)))
+
+
 @pytest.mark.parametrize("moves_again", [False, True])
 def test_lmdb_makes_a_rebase_outside_the_write_lock_and_redoes_it_if_the_header_moved(
     moves_again: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch

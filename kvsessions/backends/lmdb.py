@@ -27,12 +27,13 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, append_edit
+from .base import Batch, Get, LocalBackend, Rebased, Scan, Transaction, append_edit
 
 __all__ = ["LMDBBackend"]
 
@@ -176,6 +177,21 @@ class LMDBBackend(LocalBackend):
         except lmdb.Error as exc:
             raise _commit_error(exc, self) from exc
         return True if edit is None else Rebased(edit.header, missed, edit.counters)
+
+    def read(self, op: Get | Scan | Batch) -> Any:
+        # LocalBackend.read on the engine directly for a header-only load's one Get (how
+        # agent code appends: load the header, add, save), as write_if does for saves
+        if type(op) is not Get:
+            return super().read(op)
+        self._ensure_usable()
+        try:
+            txn = self._env.begin(None, None, False, False)
+        except lmdb.Error:
+            return super().read(op)  # (reports, adapts)
+        try:
+            return txn.get(op.key)
+        finally:
+            txn.abort()
 
     def _close(self) -> None:
         self._release()
