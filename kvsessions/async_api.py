@@ -272,7 +272,12 @@ class AsyncSessionManager:
         """Finish in-flight work, then close the pool and the store."""
         if not self._closed:
             self._closed = True
-            await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._pool.shutdown, True)
+            if isinstance(self._backend, LocalBackend) and self._backend.blocking:
+                # (an engine's close may checkpoint and fsync its log: off the loop too)
+                await loop.run_in_executor(None, self.store.close)
+                return
             result = self.store.close()
             if asyncio.iscoroutine(result):
                 await result

@@ -248,6 +248,35 @@ def test_context_managers_close_everything(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("kind", ["lmdb", "sqlite"])
+def test_closing_an_engine_store_runs_off_the_event_loop(tmp_path: Path, kind: str) -> None:
+    """Closing LMDB / SQLite may checkpoint and fsync (SQLite's WAL at "full"): the
+    manager's close runs it in a worker thread, not on the loop."""
+    store = (
+        LMDBSessionStore(tmp_path / "c.lmdb")
+        if kind == "lmdb"
+        else SQLiteSessionStore(tmp_path / "c.db")
+    )
+    closed_in: list[threading.Thread] = []
+    real_close = store.close
+
+    def close() -> None:
+        closed_in.append(threading.current_thread())
+        real_close()
+
+    store.close = close  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with AsyncSessionManager(store=store) as manager:
+            await manager.create_session("u")
+        assert closed_in and closed_in[0] is not threading.current_thread()
+        with pytest.raises(StoreClosedError):
+            await manager.get_session("x")
+
+    asyncio.run(main())
+    assert len(closed_in) == 1
+
+
 class PlainDictStore(SessionStore):
     """A user store with plain (blocking) methods, used from asyncio."""
 
