@@ -28,14 +28,24 @@ def open_store(kind: str, path: str) -> Any:
     raise ValueError(f"unknown store kind {kind!r}")
 
 
+#: Rounds of ``append_loop`` run in lock-step: every writer loads, then all save at once.
+RACED_ROUNDS = 5
+
+
 def append_loop(kind: str, path: str, sid: str, writer: str, n: int, barrier: Any) -> None:
-    """Own manager + store; ``n`` times: get_session -> add_message -> save."""
+    """Own manager + store; ``n`` times: get_session -> add_message -> save.
+
+    The first ``RACED_ROUNDS`` rounds wait on ``barrier`` between the load and the save, so
+    every writer saves onto a version another writer is replacing (the store must merge), and
+    the writers' messages interleave however the scheduler runs them. The rest run free.
+    """
     manager = SessionManager(store=open_store(kind, path))
     try:
-        barrier.wait(timeout=60)
         for i in range(n):
             session = manager.get_session(sid)
             session.add_message("user", f"{writer}:{i}")
+            if i < RACED_ROUNDS:
+                barrier.wait(timeout=60)
             manager.save(session)
     finally:
         manager.close()

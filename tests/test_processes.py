@@ -114,23 +114,19 @@ def check_appends(session: Any, writers: list[str], n: int) -> bool:
 @pytest.mark.parametrize("processes", [2, 4])
 def test_processes_append_to_one_session(kind: str, tmp_path: Path, processes: int) -> None:
     n = 200
-    interleaved = False
-    for attempt in range(3):  # on a loaded machine one writer may finish before the other
-        (tmp_path / str(attempt)).mkdir()
-        path = store_path(tmp_path / str(attempt), kind)
-        sid = new_session(kind, path, "user-mp")
-        writers = [f"w{p}" for p in range(processes)]
-        barrier = SPAWN.Barrier(processes)
-        started = time.monotonic()
-        run_processes(workers.append_loop, [(kind, path, sid, w, n, barrier) for w in writers])
-        elapsed = time.monotonic() - started
-        session = load(kind, path, sid)
-        interleaved = check_appends(session, writers, n)
-        assert session.version == 1 + processes * n  # create + one committed save per append
-        assert elapsed < 60, f"{processes}x{n} appends took {elapsed:.1f}s"
-        if interleaved:
-            break
-    assert interleaved, "in 3 rounds the writers never interleaved: the test proves little"
+    path = store_path(tmp_path, kind)
+    sid = new_session(kind, path, "user-mp")
+    writers = [f"w{p}" for p in range(processes)]
+    barrier = SPAWN.Barrier(processes)
+    started = time.monotonic()
+    run_processes(workers.append_loop, [(kind, path, sid, w, n, barrier) for w in writers])
+    elapsed = time.monotonic() - started
+    session = load(kind, path, sid)
+    # The lock-step first rounds make every round's saves race, so the writers interleave
+    # however fast one of them runs (a free-running SQLite writer can starve the other).
+    assert check_appends(session, writers, n), "the writers did not interleave"
+    assert session.version == 1 + processes * n  # create + one committed save per append
+    assert elapsed < 60, f"{processes}x{n} appends took {elapsed:.1f}s"
 
 
 # -- 2. threads appending -----------------------------------------------------------------
