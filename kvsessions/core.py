@@ -339,7 +339,7 @@ def build_session(
         session_id,
         record.user_id,
         dict(record.metadata),
-        decode_messages(rows),
+        decode_messages(rows) if rows else [],  # (a header-only load: no call)
         dict(record.state),
         record.status,
         from_micros(record.created_at),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from kvsessions.codec import (
     decode_messages,
     encode_header,
     encode_message,
+    from_micros,
+    to_micros,
 )
 from kvsessions.model import SessionStatus
 from kvsessions.values import check_json_value
@@ -109,6 +112,24 @@ def test_codec_round_trips_json_values_exactly(content: Any, extras: Any, seq: i
     assert _typed(decoded.content) == _typed(content)
     assert _typed(decoded.extras) == _typed(extras)
     assert decoded.timestamp == message.timestamp
+
+
+#: Any aware moment a datetime can hold, in UTC or another fixed offset.
+moments = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.sampled_from(
+        [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11))]
+    ),
+)  # fmt: skip
+
+
+@given(moments, seqs)
+def test_timestamps_round_trip_exactly(moment: datetime, seq: int) -> None:
+    micros = to_micros(moment)
+    assert from_micros(micros) == moment and from_micros(micros).tzinfo is UTC
+    assert to_micros(from_micros(micros)) == micros
+    record = encode_message(Message("user", "hi", moment), seq)
+    assert decode_message(record).timestamp == moment
+    assert decode_messages([(b"k", record)])[0].timestamp == moment
 
 
 damage = st.sampled_from(
