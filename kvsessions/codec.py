@@ -299,13 +299,14 @@ def decode_messages(rows: Iterable[tuple[bytes, bytes]]) -> list[Message]:
                 or type(seq) is not int
             ):
                 raise ValueError
+            moment = epoch + microsecond * micros  # (OverflowError: out of datetime's range)
         except Exception:  # damaged or not ours: the slow path raises the typed error
             append(decode_message(data))
             continue
         message = new(Message)
         set_role(message, role)
         set_content(message, content)
-        set_timestamp(message, epoch + microsecond * micros)
+        set_timestamp(message, moment)
         set_extras(message, extras)
         set_seq(message, seq)
         append(message)

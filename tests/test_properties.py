@@ -138,6 +138,7 @@ damage = st.sampled_from(
         lambda r: r[:5] + bytes([r[5] ^ 0x20]) + r[6:],  # a flipped bit
         lambda r: b"K\x01" + b'{"r": "user"}',  # valid JSON, wrong shape
         lambda r: b"K\x01" + b'{"r":1,"c":"x","t":0,"x":{},"q":0}',  # a wrong type
+        lambda r: b"K\x01" + b'{"r":"u","c":"x","t":1000000000000000000,"x":{},"q":0}',  # past 9999
         lambda r: b"K\x09" + r[2:],  # a newer record format
         lambda r: b"\x80\x04\x95" + r,  # a pickle header
     ]
