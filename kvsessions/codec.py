@@ -65,6 +65,12 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + _MICROSECOND * micros
 
 
+#: The microseconds a datetime can hold (years 1 to 9999): a stored timestamp outside
+#: them is damage, reported as such rather than as an ``OverflowError`` at use.
+MIN_MICROS = to_micros(datetime.min.replace(tzinfo=UTC))
+MAX_MICROS = to_micros(datetime.max.replace(tzinfo=UTC))
+
+
 #: Saves remembered in a header: a retry after this many others may repeat
 RECENT_TOKENS = 8
 
@@ -193,6 +199,7 @@ def _structure_header(record: Any, _: Any) -> HeaderRecord:
             and type(user_id) is str and type(created_at) is int and type(updated_at) is int
             and type(version) is int and type(next_seq) is int and type(count) is int
             and type(metadata) is dict and type(state) is dict and type(recent) is list
+            and MIN_MICROS <= created_at <= MAX_MICROS and MIN_MICROS <= updated_at <= MAX_MICROS
         ):  # fmt: skip
             return HeaderRecord(
                 user_id, created_at, updated_at, status, version, next_seq, count,
@@ -220,6 +227,9 @@ def _structure_header_checked(record: Any) -> HeaderRecord:
     for name, kind in _HEADER_FIELDS.items():
         if type(record[name]) is not kind:
             raise TypeError(f"header field {name} must be {kind.__name__}")
+    for name in ("created_at", "updated_at"):
+        if not MIN_MICROS <= record[name] <= MAX_MICROS:
+            raise ValueError(f"header field {name} is outside the years 1 to 9999")
     return HeaderRecord(
         record["user_id"],
         record["created_at"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import uuid
 from typing import Any
 
@@ -262,6 +263,9 @@ DAMAGE = {
     "not-json": lambda good: b"K\x01{{{",
     "pickle": lambda good: pickle.dumps({"r": "user"}),
     "empty": lambda good: b"",
+    "time-out-of-range": lambda good: re.sub(
+        rb'("created_at"|"t"):\d+', rb"\1:1000000000000000000", good
+    ),
 }
 
 

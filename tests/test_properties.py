@@ -19,6 +19,8 @@ from kvsessions import (
     keys,
 )
 from kvsessions.codec import (
+    MAX_MICROS,
+    MIN_MICROS,
     HeaderRecord,
     _structure_header_checked,
     decode_header,
@@ -173,8 +175,8 @@ def test_batch_decoder_matches_the_single_decoder(
 header_fields = st.fixed_dictionaries(
     {
         "user_id": ids,
-        "created_at": seqs,
-        "updated_at": seqs,
+        "created_at": st.integers(MIN_MICROS, MAX_MICROS),
+        "updated_at": st.integers(MIN_MICROS, MAX_MICROS),
         "status": st.sampled_from(list(SessionStatus)),
         "version": seqs,
         "next_seq": seqs,
@@ -198,6 +200,8 @@ header_damage = st.sampled_from(
         lambda d: {**d, "metadata": [1]},  # metadata not an object
         lambda d: {**d, "status": ["active"]},  # a status that is no text (unhashable)
         lambda d: {**d, "recent": {}},  # recent not a list
+        lambda d: {**d, "created_at": 10**18},  # past the year 9999
+        lambda d: {**d, "updated_at": -(10**17)},  # before the year 1
         lambda d: [d],  # not an object at all
     ]
 )
