@@ -23,10 +23,10 @@ import asyncio
 import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 from . import transfer
 from .backends.base import (
@@ -50,6 +50,7 @@ from .turns import Turns
 __all__ = ["AsyncSessionManager"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
@@ -70,9 +71,7 @@ class AsyncSessionManager:
         self.store = store if store is not None else LMDBSessionStore()
         self._ops = self.store._operations(clock)
         self._backend = self.store._backend
-        self._pool = ThreadPoolExecutor(
-            max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions"
-        )
+        self._pool = _Pool(max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions")
         self._committer = _GroupCommit(self._backend, self._pool)
         self._turns = Turns(asyncio.Lock)
         self._closed = False
@@ -272,6 +271,7 @@ class AsyncSessionManager:
         """Finish in-flight work, then close the pool and the store."""
         if not self._closed:
             self._closed = True
+            self._pool.closing = True  # (tasks under way get StoreClosedError from here on)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self._pool.shutdown, True)
             if isinstance(self._backend, LocalBackend) and self._backend.blocking:
@@ -292,6 +292,19 @@ class AsyncSessionManager:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _Pool(ThreadPoolExecutor):
+    """The manager's worker threads: once it is closing, new work is refused with
+    :class:`StoreClosedError` (a plain pool would raise a bare ``RuntimeError`` at the
+    tasks still running), while the work already submitted finishes."""
+
+    closing = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if self.closing:
+            raise StoreClosedError("this AsyncSessionManager was closed; create a new one")
+        return super().submit(fn, *args, **kwargs)
 
 
 async def _drive_local(

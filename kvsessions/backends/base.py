@@ -46,6 +46,7 @@ from __future__ import annotations
 import abc
 import os
 import random
+import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -174,6 +175,11 @@ class LocalBackend(abc.ABC):
     def __init__(self) -> None:
         self._closed = False
         self._forks = _forks[0]
+        # one entry per engine call under way, in any thread (a list's append and pop are
+        # atomic under the GIL): close() releases the engine only once this is empty
+        self._busy: list[None] = []
+        self._release_lock = threading.Lock()
+        self._released = False
 
     @abc.abstractmethod
     def _begin(self, write: bool) -> Transaction: ...
@@ -185,10 +191,22 @@ class LocalBackend(abc.ABC):
         """Drop engine handles inherited from the parent process (reopened lazily)."""
 
     def close(self) -> None:
-        """Release the engine; later use raises :class:`StoreClosedError`."""
-        if not self._closed:
-            self._closed = True
-            self._close()
+        """Release the engine; later use raises :class:`StoreClosedError`.
+
+        Calls already under way in other threads finish first (or fail with
+        :class:`StoreClosedError`): the engine is released when the last of them returns,
+        never under one.
+        """
+        self._closed = True
+        self._release_when_idle()
+
+    def _release_when_idle(self) -> None:
+        """Release the engine once closed and no call is under way (once)."""
+        if not self._busy:
+            with self._release_lock:
+                if not self._released and not self._busy:
+                    self._released = True
+                    self._close()
 
     @property
     def closed(self) -> bool:
@@ -200,12 +218,14 @@ class LocalBackend(abc.ABC):
         ``answer`` resumes a plan that another driver started: it is the answer to the
         plan's last operation (the asyncio manager hands over a save that lost a race).
         """
-        if self._closed or self._forks != _forks[0]:
-            self._check_usable(plan)
+        busy = self._busy
+        busy.append(None)  # (before the closed check: see close)
         txn: Transaction | None = None
-        conflicts = 0
-        send = plan.send
         try:
+            if self._closed or self._forks != _forks[0]:
+                self._check_usable(plan)
+            conflicts = 0
+            send = plan.send
             while True:
                 op = send(answer)
                 kind = type(op)
@@ -235,18 +255,30 @@ class LocalBackend(abc.ABC):
         except StopIteration as stop:
             return stop.value
         finally:
-            if txn is not None:
-                txn.abort()
+            try:
+                if txn is not None:
+                    txn.abort()
+            finally:
+                busy.pop()
+                if self._closed:
+                    self._release_when_idle()
 
     def read(self, op: Get | Scan | Batch) -> Any:
         """Answer reads from one snapshot, without a plan (the blocking manager's loads,
         ``core.load_directly``)."""
-        self._ensure_usable()
-        txn = self._begin(False)
+        busy = self._busy
+        busy.append(None)
         try:
-            return txn.answer_batch(op.ops) if type(op) is Batch else txn.answer(op)  # type: ignore[arg-type]
+            self._ensure_usable()
+            txn = self._begin(False)
+            try:
+                return txn.answer_batch(op.ops) if type(op) is Batch else txn.answer(op)  # type: ignore[arg-type]
+            finally:
+                txn.abort()
         finally:
-            txn.abort()
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
     def execute(self, op: Op) -> Any:
         """Answer one operation in a transaction of its own."""
@@ -269,21 +301,28 @@ class LocalBackend(abc.ABC):
         False: the plan decides.  The blocking manager saves appends and creates with it
         (``core.append_directly``, ``core.create_directly``).
         """
-        self._ensure_usable()
-        txn = self._begin(True)
+        busy = self._busy
+        busy.append(None)
         try:
-            current = txn.get(key)
-            if current == expected:
-                txn.write(put, delete, ())
-                txn.commit()
-                return True
-            rebased = _rebase(txn, expected, current, put, hint)
-            if rebased is not None:
-                txn.commit()
-                return rebased
-            return False
+            self._ensure_usable()
+            txn = self._begin(True)
+            try:
+                current = txn.get(key)
+                if current == expected:
+                    txn.write(put, delete, ())
+                    txn.commit()
+                    return True
+                rebased = _rebase(txn, expected, current, put, hint)
+                if rebased is not None:
+                    txn.commit()
+                    return rebased
+                return False
+            finally:
+                txn.abort()  # (nothing to undo once committed)
         finally:
-            txn.abort()  # (nothing to undo once committed)
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
     def commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Rebased | Exception | None]:
         """Group commit: apply each ``Commit`` in turn in ONE transaction, durable at once.
@@ -293,6 +332,16 @@ class LocalBackend(abc.ABC):
         fsync covers them all.  If the engine fails part-way, the transaction is rolled
         back and each commit is retried alone, so one bad commit fails only itself.
         """
+        busy = self._busy
+        busy.append(None)
+        try:
+            return self._commit_many(ops)
+        finally:
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
+
+    def _commit_many(self, ops: Sequence[Commit]) -> list[Conflict | Rebased | Exception | None]:
         self._check_usable(None)
         txn = self._begin(True)
         try:

@@ -138,67 +138,89 @@ class LMDBBackend(LocalBackend):
     ) -> bool | Rebased:
         # LocalBackend.write_if on the engine directly: a save's whole cost in Python is
         # a few microseconds, and the transaction wrapper's calls were a tenth of it
-        self._ensure_usable()
+        busy = self._busy
+        busy.append(None)  # (LocalBackend.close waits for calls under way)
         try:
-            txn = self._env.begin(None, None, True, False)
-        except lmdb.Error:
-            return super().write_if(key, expected, put, delete, hint)  # (reports, adapts)
-        current = txn.get(key)
-        edit = None
-        if current != expected:  # others saved first: re-base, as a commit would
-            # the edit is made outside the write lock (which the other writer waits for),
-            # on the header read here, and applied if that header is still the stored one
-            txn.abort()
-            edit = append_edit(expected, current, put, hint)
-            if edit is None:
-                return False
+            self._ensure_usable()
             try:
                 txn = self._env.begin(None, None, True, False)
             except lmdb.Error:
-                return super().write_if(key, expected, put, delete, hint)
-            now_stored = txn.get(key)
-            if now_stored != current:  # moved again meanwhile: edit under the lock
-                edit = append_edit(expected, now_stored, put, hint)
+                return super().write_if(key, expected, put, delete, hint)  # (reports, adapts)
+            current = txn.get(key)
+            edit = None
+            if current != expected:  # others saved first: re-base, as a commit would
+                # the edit is made outside the write lock (which the other writer waits for),
+                # on the header read here, and applied if that header is still the stored one
+                txn.abort()
+                edit = append_edit(expected, current, put, hint)
                 if edit is None:
-                    txn.abort()
                     return False
-            put, delete = edit.put, edit.delete
-        try:
-            for stale in delete:
-                txn.delete(stale)
-            for new_key, value in put.items():
-                txn.put(new_key, value)
-            missed = _forward_rows(txn, *edit.missed, None) if edit and edit.missed else []
-        except lmdb.Error as exc:
-            txn.abort()
-            raise _write_error(exc, self) from exc
-        try:
-            txn.commit()
-        except lmdb.Error as exc:
-            raise _commit_error(exc, self) from exc
-        return True if edit is None else Rebased(edit.header, missed, edit.counters)
+                try:
+                    txn = self._env.begin(None, None, True, False)
+                except lmdb.Error:
+                    return super().write_if(key, expected, put, delete, hint)
+                now_stored = txn.get(key)
+                if now_stored != current:  # moved again meanwhile: edit under the lock
+                    edit = append_edit(expected, now_stored, put, hint)
+                    if edit is None:
+                        txn.abort()
+                        return False
+                put, delete = edit.put, edit.delete
+            try:
+                for stale in delete:
+                    txn.delete(stale)
+                for new_key, value in put.items():
+                    txn.put(new_key, value)
+                missed = _forward_rows(txn, *edit.missed, None) if edit and edit.missed else []
+            except lmdb.Error as exc:
+                txn.abort()
+                raise _write_error(exc, self) from exc
+            try:
+                txn.commit()
+            except lmdb.Error as exc:
+                raise _commit_error(exc, self) from exc
+            return True if edit is None else Rebased(edit.header, missed, edit.counters)
+        finally:
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
     def read(self, op: Get | Scan | Batch) -> Any:
         # LocalBackend.read on the engine directly for a header-only load's one Get (how
         # agent code appends: load the header, add, save), as write_if does for saves
         if type(op) is not Get:
             return super().read(op)
-        self._ensure_usable()
+        busy = self._busy
+        busy.append(None)
         try:
-            txn = self._env.begin(None, None, False, False)
-        except lmdb.Error:
-            return super().read(op)  # (reports, adapts)
-        try:
-            return txn.get(op.key)
+            self._ensure_usable()
+            try:
+                txn = self._env.begin(None, None, False, False)
+            except lmdb.Error:
+                return super().read(op)  # (reports, adapts)
+            try:
+                return txn.get(op.key)
+            finally:
+                txn.abort()
         finally:
-            txn.abort()
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
     def _close(self) -> None:
         self._release()
 
     def sync(self) -> None:
         """Flush everything committed so far to disk (useful with ``durability="fast"``)."""
-        self._env.sync(True)
+        busy = self._busy
+        busy.append(None)
+        try:
+            self._ensure_usable()
+            self._env.sync(True)
+        finally:
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
 
 class _LMDBTxn(Transaction):
