@@ -83,9 +83,11 @@ class StoreCallOperations:
                 "it (manager.restore) before adding to it"
             )
         messages = session.messages
+        seq = _next_seq(messages[: session._synced])
         for position in range(session._synced, len(messages)):
-            if messages[position].seq is None:
-                messages[position] = attrs.evolve(messages[position], seq=position)
+            if messages[position].seq != seq:  # (one that had a seq, added again: a new one)
+                messages[position] = attrs.evolve(messages[position], seq=seq)
+            seq += 1
         session.updated_at = self._clock()
         yield Call("save", (session,))
         session._synced = len(messages)
@@ -345,6 +347,13 @@ class StoreCallOperations:
 def _nothing(value: T) -> Any:
     return value
     yield  # a plan that asks for nothing
+
+
+def _next_seq(stored: list[Message]) -> int:
+    """The seq after the highest stored one: seqs stay unique and ordered after deletes and
+    replacements.  (The built-in stores keep the highest ever used; a whole-session store
+    keeps only the messages, so a seq freed at the end, by a pop, is used again.)"""
+    return max((m.seq for m in stored if m.seq is not None), default=-1) + 1
 
 
 def _loaded(session: Session) -> None:
