@@ -33,7 +33,7 @@ import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import Batch, Get, LocalBackend, Rebased, Scan, Transaction, append_edit
+from .base import Batch, Get, LocalBackend, Rebased, Scan, Transaction, _forks, append_edit
 
 __all__ = ["LMDBBackend"]
 
@@ -141,7 +141,8 @@ class LMDBBackend(LocalBackend):
         busy = self._busy
         busy.append(None)  # (LocalBackend.close waits for calls under way)
         try:
-            self._ensure_usable()
+            if self._closed or self._forks != _forks[0]:  # (_ensure_usable, inline)
+                self._check_usable(None)
             try:
                 txn = self._env.begin(None, None, True, False)
             except lmdb.Error:
@@ -193,7 +194,8 @@ class LMDBBackend(LocalBackend):
         busy = self._busy
         busy.append(None)
         try:
-            self._ensure_usable()
+            if self._closed or self._forks != _forks[0]:
+                self._check_usable(None)
             try:
                 txn = self._env.begin(None, None, False, False)
             except lmdb.Error:
