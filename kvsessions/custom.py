@@ -21,7 +21,15 @@ import attrs
 
 from . import keys, listing, transfer
 from .codec import to_micros
-from .core import Job, check_replacement, check_session, inactive_since, new_session
+from .core import (
+    Job,
+    _check_messages,
+    _seq,
+    check_replacement,
+    check_session,
+    inactive_since,
+    new_session,
+)
 from .errors import (
     SessionArchivedError,
     SessionExistsError,
@@ -224,6 +232,9 @@ class StoreCallOperations:
         return SessionPage(*listing.page_of(ranked, limit, query, position))
 
     def fork(self, session_id: str, at_seq: int | None, new_session_id: str | None) -> Job[Any]:
+        keys.check_id(session_id, "session_id")  # (the built-in stores' checks, in their order)
+        if at_seq is not None:
+            _seq(at_seq)
         if new_session_id is not None:
             keys.check_id(new_session_id, "new_session_id")
         return Job(self._fork(session_id, at_seq, new_session_id), write=True)
@@ -280,6 +291,8 @@ class StoreCallOperations:
         return Job(self._edit(session_id, change), write=True)
 
     def delete_message(self, session_id: str, seq: int) -> Job[bool]:
+        _seq(seq)
+
         def change(messages: list[Message]) -> bool:
             kept = [m for m in messages if m.seq != seq]
             found = len(kept) != len(messages)
@@ -289,17 +302,22 @@ class StoreCallOperations:
         return Job(self._edit(session_id, change), write=True)
 
     def update_message(self, session_id: str, seq: int, changes: dict[str, Any]) -> Job[Any]:
+        _seq(seq)
+        role = changes.get("role")  # (None keeps the role, as in the built-in stores)
+        extras = {k: v for k, v in changes.items() if k not in ("role", "content")}
+
         def change(messages: list[Message]) -> Any:
             for index, old in enumerate(messages):
                 if old.seq == seq:
-                    extras = {k: v for k, v in changes.items() if k not in ("role", "content")}
-                    messages[index] = attrs.evolve(
+                    new = attrs.evolve(
                         old,
-                        role=changes.get("role", old.role),
+                        role=old.role if role is None else role,
                         content=changes.get("content", old.content),
                         extras={**old.extras, **extras},
                     )
-                    return messages[index]
+                    _check_messages([new])  # the built-in stores' checks, before it is saved
+                    messages[index] = new
+                    return new
             return None
 
         return Job(self._edit(session_id, change), write=True)
@@ -320,6 +338,7 @@ class StoreCallOperations:
 
     def _edit(self, session_id: str, change: Callable[[list[Message]], Any]) -> Any:
         """Whole-session stores edit by get + save: not atomic against other writers."""
+        keys.check_id(session_id, "session_id")
         session = yield from self._get(session_id)
         if session is None:
             raise SessionNotFoundError(f"no session {session_id!r} in this store")

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from kvsessions import MemorySessionStore, Message, SessionManager, SessionStore
+from kvsessions import (
+    InvalidIdError,
+    InvalidSessionError,
+    InvalidValueError,
+    MemorySessionStore,
+    Message,
+    SessionManager,
+    SessionStore,
+)
 
 from .custom_store import DictStore
 
@@ -64,3 +72,62 @@ def test_a_user_store_renumbers_a_pending_message_that_had_a_seq() -> None:
     manager.save(session)
     assert _seqs(manager, sid) == [(1, "m1"), (2, "m1")]
     assert [m.seq for m in session.messages] == [1, 2]
+
+
+# -- a user store checks edits like the built-in stores -------------------------------------
+
+BAD_EDITS: dict[str, tuple[Callable[[SessionManager, str], Any], type[Exception]]] = {
+    "content a set": (lambda m, sid: m.update_message(sid, 0, content={1, 2}), InvalidValueError),
+    "extras a set": (lambda m, sid: m.update_message(sid, 0, tags={1}), InvalidValueError),
+    "role an int": (lambda m, sid: m.update_message(sid, 1, role=5), InvalidSessionError),
+    "role empty": (lambda m, sid: m.update_message(sid, 1, role=""), InvalidSessionError),
+    "seq a str": (lambda m, sid: m.update_message(sid, "0", content="x"), InvalidSessionError),
+    "delete seq < 0": (lambda m, sid: m.delete_message(sid, -1), InvalidSessionError),
+    "fork at a str": (lambda m, sid: m.fork(sid, at_seq="x"), InvalidSessionError),
+    "fork at a bool": (lambda m, sid: m.fork(sid, at_seq=True), InvalidSessionError),
+}
+
+
+@pytest.mark.parametrize("open_store", [DictStore, MemorySessionStore])
+@pytest.mark.parametrize("edit", list(BAD_EDITS))
+def test_bad_edits_raise_the_built_in_stores_errors_and_store_nothing(
+    open_store: Callable[[], SessionStore], edit: str
+) -> None:
+    manager = SessionManager(store=open_store())
+    sid = _saved(manager, 2)
+    call, error = BAD_EDITS[edit]
+    with pytest.raises(error):
+        call(manager, sid)
+    assert _seqs(manager, sid) == [(0, "m0"), (1, "m1")]
+    assert [s.session_id for s in manager.get_sessions_for_user("u")] == [sid]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.pop_message(123),
+        lambda m: m.delete_message(123, 0),
+        lambda m: m.update_message(123, 0, content="x"),
+        lambda m: m.replace_messages(123, 0, 0, []),
+        lambda m: m.fork(123),
+    ],
+    ids=["pop_message", "delete_message", "update_message", "replace_messages", "fork"],
+)
+def test_user_store_edits_check_the_session_id(edit: Callable[[SessionManager], Any]) -> None:
+    store = DictStore()
+    manager = SessionManager(store=store)
+    _saved(manager, 1)
+    with pytest.raises(InvalidIdError):
+        edit(manager)
+    assert len(store.sessions) == 1
+
+
+@pytest.mark.parametrize("open_store", [DictStore, MemorySessionStore])
+def test_update_message_with_role_none_keeps_the_role(
+    open_store: Callable[[], SessionStore],
+) -> None:
+    manager = SessionManager(store=open_store())
+    sid = _saved(manager, 1)
+    updated = manager.update_message(sid, 0, role=None, content="redacted")
+    assert (updated.role, updated.content) == ("user", "redacted")
+    assert manager.get_session(sid).messages[0].role == "user"
