@@ -119,10 +119,19 @@ def new_session(
 
 
 def inactive_since(days: float, clock: Callable[[], datetime]) -> datetime:
-    """The cutoff of ``archive_inactive(days)``: sessions not saved since are inactive."""
-    if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+    """The cutoff of ``archive_inactive(days)``: sessions not saved since are inactive.
+
+    More days than the store can hold (``inf`` included) give the epoch: none.
+    """
+    if isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0:
         raise InvalidSessionError(f"days must be a non-negative number, got {days!r}")
-    return clock() - timedelta(days=days)
+    try:
+        return max(clock() - timedelta(days=days), _EPOCH)
+    except OverflowError:  # (before the year 1)
+        return _EPOCH
+
+
+_EPOCH = from_micros(0)
 
 
 def ensure_format() -> Plan[int]:
@@ -269,8 +278,8 @@ def messages_window(
     answers is never cut off.
     """
     keys.check_id(session_id, "session_id")
-    start = 0 if after is None else after + 1
-    begin, stop = keys.message_range(session_id, max(start, 0), before)
+    start = 0 if after is None else _seq(after) + 1
+    begin, stop = keys.message_range(session_id, start, None if before is None else _seq(before))
     scan = Scan(begin, stop, limit=limit, reverse=limit is not None)
     if expiry_us is None:
         rows = yield scan
@@ -432,6 +441,8 @@ def check_session(session: Session) -> _Changes:
         keys.check_id(session.session_id, "session_id")
     if base is None or session.user_id is not base.record.user_id:
         keys.check_id(session.user_id, "user_id")
+    if base is None:
+        _check_created(session.created_at)
     state, metadata = session.state, session.metadata
     if type(state) is not dict or type(metadata) is not dict:
         field = "state" if type(state) is not dict else "metadata"
@@ -459,6 +470,17 @@ def check_session(session: Session) -> _Changes:
         if base is not None and status is base.record.status:
             status = None
     return _Changes(pending, state_set, state_del, meta_set, meta_del, status)
+
+
+def _check_created(created_at: Any) -> None:
+    """A new session's ``created_at`` must be an aware datetime from 1970 on (the indexes
+    order sessions by it, as unsigned microseconds since the epoch)."""
+    if not isinstance(created_at, datetime):
+        raise InvalidSessionError(f"created_at must be a datetime, got {created_at!r}")
+    if to_micros(created_at) < 0:
+        raise InvalidSessionError(
+            f"created_at must be 1970-01-01 UTC or later, got {created_at.isoformat()}"
+        )
 
 
 def _check_messages(pending: list[Message]) -> None:
@@ -1157,11 +1179,14 @@ def _edit_messages(
         if decided is None:
             return unchanged
         put, delete, count_change, result = decided
+        # a replacement may reach past the last seq: the next append goes after it
+        top = max(map(keys.seq_of_message_key, put), default=-1) + 1
         new = attrs.evolve(
             record,
             version=record.version + 1,
             updated_at=now_us,
             count=record.count + count_change,
+            next_seq=max(record.next_seq, top),
         )
         put[hkey] = encode_header(new)
         old_entry = session_keys.activity(record.status, record.updated_at)
@@ -1202,6 +1227,7 @@ def pop_message(session_id: str, now_us: int, expiry_us: int | None) -> Plan[Mes
 
 
 def delete_message(session_id: str, seq: int, now_us: int, expiry_us: int | None) -> Plan[bool]:
+    keys.check_id(session_id, "session_id")
     key = keys.message_key(session_id, _seq(seq))
 
     def edit(record: HeaderRecord, value: bytes | None) -> EditPlan | None:
@@ -1215,6 +1241,7 @@ def delete_message(session_id: str, seq: int, now_us: int, expiry_us: int | None
 def update_message(
     session_id: str, seq: int, changes: dict[str, Any], now_us: int, expiry_us: int | None
 ) -> Plan[Message | None]:
+    keys.check_id(session_id, "session_id")
     key = keys.message_key(session_id, _seq(seq))
     extras = {name: value for name, value in changes.items() if name not in ("role", "content")}
     check_json_value(extras, "message extras")
@@ -1280,9 +1307,14 @@ def check_replacement(start: int, end: int, messages: list[Message]) -> None:
         check_json_value(message.extras, "message extras")
 
 
+#: One past the largest seq an argument may name (keys hold seqs as 8 unsigned bytes,
+#: and a range needs room for ``seq + 1``).
+SEQ_LIMIT = 2**63
+
+
 def _seq(seq: int) -> int:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise InvalidSessionError(f"a message seq is an int >= 0, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < SEQ_LIMIT:
+        raise InvalidSessionError(f"a message seq is an int from 0 to 2**63 - 1, got {seq!r}")
     return seq
 
 

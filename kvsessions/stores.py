@@ -141,9 +141,15 @@ class KVSessionStore(SessionStore):
 def _ttl_micros(ttl: float | None) -> int | None:
     if ttl is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-        raise StoreConfigError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL:
+        raise StoreConfigError(
+            f"ttl must be a number of seconds above 0 and at most {MAX_TTL:,} (100 years), "
+            f"or None for no expiry; got {ttl!r}"
+        )
     return max(1, round(ttl * 1_000_000))
+
+
+MAX_TTL = 100 * 365 * 86_400  # seconds: a longer ttl is no expiry in practice
 
 
 class MemorySessionStore(KVSessionStore):

@@ -55,8 +55,18 @@ class LMDBBackend(LocalBackend):
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
+        if (
+            isinstance(map_size, bool)
+            or not isinstance(map_size, int)
+            or not 0 < map_size <= (sys.maxsize)
+        ):
+            raise StoreConfigError(
+                f"map_size must be a number of bytes from 1 to {sys.maxsize}, got {map_size!r}"
+            )
         self.durability = durability
         self.path = Path(path)
+        if "\0" in str(self.path):
+            raise StoreConfigError(f"an LMDB path cannot hold a NUL character: {str(path)!r}")
         self._map_size = map_size
         self._env = self._open()
 

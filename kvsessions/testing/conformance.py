@@ -383,6 +383,71 @@ class StoreConformance:
         with pytest.raises(InvalidSessionError, match="widen"):
             manager.replace_messages(sid, 6, 6, [summary, summary])
 
+    def test_replace_past_the_last_seq_then_append(self, manager: Manager) -> None:
+        """A replacement may reach past the last message; the next append goes after it
+        (it once reused seq 3 and overwrote the fourth summary)."""
+        sid = self._history(manager, 3)
+        summaries = [Message(role="system", content=f"s{i}") for i in range(5)]
+        manager.replace_messages(sid, 0, 10, summaries)
+        session = manager.get_session(sid)
+        session.add_message("user", "new")
+        manager.save(session)
+        loaded = manager.get_session(sid)
+        assert [(m.seq, m.content) for m in loaded.messages] == [
+            (0, "s0"), (1, "s1"), (2, "s2"), (3, "s3"), (4, "s4"), (5, "new"),
+        ]  # fmt: skip
+        assert loaded.message_count == 6
+
+    def test_seq_arguments_out_of_range_are_typed(self, manager: Manager) -> None:
+        """Seqs past what a key can hold, negative or not ints: ``InvalidSessionError``
+        (not the key packer's ``struct.error``), and nothing changes."""
+        sid = self._history(manager, 3)
+        summary = Message(role="system", content="s")
+        calls: list[Callable[[], Any]] = [
+            lambda: manager.delete_message(sid, 2**64),
+            lambda: manager.update_message(sid, 2**64, content="x"),
+            lambda: manager.fork(sid, at_seq=2**64),
+            lambda: manager.replace_messages(sid, 0, 2**64, [summary]),
+            lambda: manager.delete_message(sid, -1),
+        ]
+        if self.kv_semantics:  # (windows need a built-in store)
+            calls += [
+                lambda: manager.get_messages(sid, 5, before=2**64),
+                lambda: manager.get_messages(sid, 5, after=2**64),
+                lambda: manager.get_messages(sid, 5, before=-1),
+                lambda: manager.get_messages(sid, 5, before="3"),
+                lambda: manager.get_messages(sid, 5, after=1.5),
+            ]
+        for call in calls:
+            with pytest.raises(InvalidSessionError, match="seq"):
+                call()
+        assert [m.content for m in manager.get_session(sid).messages] == ["m0", "m1", "m2"]
+        with pytest.raises(InvalidIdError):
+            manager.delete_message(123, 0)
+        with pytest.raises(InvalidIdError):
+            manager.update_message(123, 0, content="x")
+
+    def test_created_before_1970_is_refused(self, manager: Manager) -> None:
+        """The indexes order sessions by creation time as unsigned microseconds."""
+        old = datetime(1960, 1, 1, tzinfo=UTC)
+        with pytest.raises(InvalidSessionError, match="1970"):
+            manager.save(Session(session_id="old", user_id="u", created_at=old, updated_at=old))
+        assert manager.get_session("old") is None
+        assert manager.get_sessions_for_user("u") == []
+
+    def test_archive_more_days_than_time_archives_nothing(
+        self, manager: Manager, clock: ManualClock
+    ) -> None:
+        session = manager.create_session("u")
+        clock.advance(days=40)
+        for days in (float("inf"), 1e6, 1e300):
+            assert manager.archive_inactive(days=days) == 0
+        assert manager.purge_archived(older_than_days=1e9) == 0
+        with pytest.raises(InvalidSessionError, match="days"):
+            manager.archive_inactive(days=float("nan"))
+        assert manager.get_session(session.session_id).status == SessionStatus.ACTIVE
+        assert manager.archive_inactive(days=30) == 1
+
     # -- listing, delete -----------------------------------------------------------------
 
     def test_sessions_for_user(self, manager: Manager, clock: ManualClock) -> None:
