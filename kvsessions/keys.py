@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 
-from .errors import InvalidIdError
+from .errors import CorruptRecordError, InvalidIdError
 from .model import SessionStatus
 
 __all__ = [
@@ -171,7 +171,13 @@ def parse_index_sid(key: bytes, fixed: int) -> str:
     For user keys pass the length of the user prefix + 8; for activity keys, 10; for
     creation keys, 9.
     """
-    return key[fixed:-1].decode("utf-8")
+    try:
+        return key[fixed:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptRecordError(
+            f"index entry {key!r:.80} does not end in a session id (damaged or foreign "
+            "data); run `kvsessions check` on the store"
+        ) from None
 
 
 class SessionKeys:

@@ -289,6 +289,28 @@ def test_damaged_records_raise_typed_errors(tmp_path: Any, damage: str, record: 
     assert manager.get_session(good.session_id).messages[0].content == "hello"
 
 
+def test_index_entry_with_a_damaged_id_raises_typed_error(tmp_path: Any) -> None:
+    """An index key whose session id is not UTF-8: listings say ``CorruptRecordError``
+    (once a bare ``UnicodeDecodeError``), and ``check`` lists the entry."""
+    store = LMDBSessionStore(tmp_path / "i.lmdb")
+    manager = SessionManager(store=store)
+    manager.create_session("u")
+    bad = keys.user_key("u", 0, "x")[:-2] + b"\xff\xfe\x00"
+    store._backend.run(_put_plan(bad), write=True)
+    for listing in (
+        lambda: manager.get_sessions_for_user("u"),
+        lambda: manager.list_sessions("u", order="created"),
+    ):
+        with pytest.raises(CorruptRecordError, match="index entry"):
+            listing()
+    problems = store._backend.run(core.check_records(), write=False)
+    assert [key for key, _ in problems] == [bad]
+
+
+def _put_plan(key: bytes) -> Any:
+    yield Commit(put={key: b""})
+
+
 def test_newer_record_format_raises_schema_error(tmp_path: Any) -> None:
     store = SQLiteSessionStore(tmp_path / "v.db")
     manager = SessionManager(store=store)
