@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _rebase
+from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
 
 __all__ = ["SQLiteBackend"]
 
@@ -120,37 +120,46 @@ class SQLiteBackend(LocalBackend):
         new = put.get(key)
         if new is None or key in delete:
             return super().write_if(key, expected, put, delete, hint)
-        self._ensure_usable()
-        conn = self._connection()
-        execute = conn.execute
+        busy = self._busy
+        busy.append(None)  # (LocalBackend.close waits for calls under way)
         try:
-            execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _wrap(exc, self, "start a transaction") from exc
-        try:
-            if expected is not None:
-                swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
-            else:
-                swapped = execute(self._sql_insert_new, (key, new)).rowcount == 1
-            if not swapped:  # others saved first: re-base an append on what they stored
-                row = execute(self._sql_get, (key,)).fetchone()
-                wrapped = _SQLiteTxn(conn, self)
-                rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
-                if rebased is not None:
-                    wrapped.commit()
-                return False if rebased is None else rebased
-            if delete:
-                conn.executemany(self._sql_del, [(stale,) for stale in delete])
-            conn.executemany(self._sql_put, [(k, v) for k, v in put.items() if k != key])
-            execute("COMMIT")
-            return True
-        except sqlite3.Error as exc:
-            raise _wrap(exc, self, "write") from exc
+            if self._closed or self._forks != _forks[0]:  # (_ensure_usable, inline)
+                self._check_usable(None)
+            conn = self._connection()
+            execute = conn.execute
+            try:
+                execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _wrap(exc, self, "start a transaction") from exc
+            try:
+                if expected is not None:
+                    swapped = execute(self._sql_swap, (new, key, expected)).rowcount == 1
+                else:
+                    swapped = execute(self._sql_insert_new, (key, new)).rowcount == 1
+                if not swapped:  # others saved first: re-base an append on what they stored
+                    row = execute(self._sql_get, (key,)).fetchone()
+                    wrapped = _SQLiteTxn(conn, self)
+                    rebased = _rebase(wrapped, expected, None if row is None else row[0], put, hint)
+                    if rebased is not None:
+                        wrapped.commit()
+                    return False if rebased is None else rebased
+                if delete:
+                    conn.executemany(self._sql_del, [(stale,) for stale in delete])
+                conn.executemany(self._sql_put, [(k, v) for k, v in put.items() if k != key])
+                execute("COMMIT")
+                return True
+            except sqlite3.Error as exc:
+                raise _wrap(exc, self, "write") from exc
+            finally:
+                if conn.in_transaction:  # (not committed: nothing written)
+                    execute("ROLLBACK")
         finally:
-            if conn.in_transaction:  # (not committed: nothing written)
-                execute("ROLLBACK")
+            busy.pop()
+            if self._closed:
+                self._release_when_idle()
 
     def _close(self) -> None:
+        # every thread's connection: LocalBackend.close calls this once no call is under way
         with self._all_lock:
             for conn in self._all:
                 conn.close()

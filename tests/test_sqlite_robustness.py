@@ -1,0 +1,176 @@
+"""The SQLite backend against what it meets outside the happy path: a close while other
+threads are inside an operation, values another tool stored as TEXT or INTEGER, a damaged
+file, a foreign table of the same name, names SQLite treats specially, a NUL in the path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from kvsessions import (
+    SessionManager,
+    SQLiteSessionStore,
+    StoreClosedError,
+    keys,
+)
+from kvsessions.backends.base import Get, Plan
+
+# -- 1. close while other threads are inside an operation ---------------------------------
+
+CLOSE_UNDER_LOAD = """
+import collections, sys, tempfile, threading, time
+from kvsessions import SessionManager, SQLiteSessionStore, StoreClosedError
+errors = collections.Counter()
+for trial in range(25):
+    store = SQLiteSessionStore(tempfile.mktemp(suffix=".db", dir=sys.argv[1]), durability="fast")
+    manager = SessionManager(store=store)
+    session = manager.create_session("u")
+    for i in range(200):
+        session.add_message("user", "m%d" % i)
+    manager.save(session)
+    stop = False
+    def worker():
+        while not stop:
+            try:
+                loaded = manager.get_session(session.session_id)
+                loaded.add_message("user", "more")
+                manager.save(loaded)
+                manager.list_sessions("u")
+                manager.get_session(session.session_id, messages=0)
+            except StoreClosedError:
+                return
+            except Exception as exc:
+                errors[f"{type(exc).__module__}.{type(exc).__name__}: {exc}"] += 1
+                return
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.01 + trial % 5 * 0.005)
+    store.close()
+    stop = True
+    for thread in threads:
+        thread.join()
+print(dict(errors))
+"""
+
+
+def test_close_under_load_never_crashes_and_says_closed(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_UNDER_LOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]  # (-11: the process segfaulted)
+    assert done.stdout.strip() == "{}", done.stdout  # every other failure is StoreClosedError
+
+
+CLOSE_INSIDE_WRITE = """
+import sys, threading
+from kvsessions import SessionManager, SQLiteSessionStore, StoreClosedError
+store = SQLiteSessionStore(sys.argv[1], durability="fast")
+manager = SessionManager(store=store)
+session = manager.create_session("u")
+inside, closed, outcome = threading.Event(), threading.Event(), []
+def pause(sql):
+    if sql.startswith("UPDATE"):  # an append's compare-and-set, inside the engine's write_if
+        inside.set()
+        closed.wait(10)
+def work():
+    store._backend._connection().set_trace_callback(pause)
+    session.add_message("user", "saved during close")
+    try:
+        manager.save(session)
+        outcome.append("saved")
+    except Exception as exc:
+        outcome.append(repr(exc))
+    try:
+        manager.get_session(session.session_id)
+        outcome.append("read after close")
+    except Exception as exc:
+        outcome.append(type(exc).__name__)
+thread = threading.Thread(target=work)
+thread.start()
+inside.wait(10)
+store.close()
+closed.set()
+thread.join()
+print(outcome)
+"""
+
+
+def test_close_during_a_save_lets_it_finish(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_INSIDE_WRITE, str(tmp_path / "s.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "['saved', 'StoreClosedError']", done.stdout
+    assert not (tmp_path / "s.db-wal").exists()  # the connections were closed after it
+
+
+def test_close_leaves_a_transaction_under_way_usable(tmp_path: Path) -> None:
+    store = SQLiteSessionStore(tmp_path / "s.db", durability="fast")
+    backend = store._backend
+    inside, closed = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def plan() -> Plan[list[bytes | None]]:
+        first = yield Get(keys.FORMAT_KEY)  # the read transaction is open from here
+        inside.set()
+        closed.wait(10)
+        second = yield Get(keys.FORMAT_KEY)  # ... in the same transaction
+        return [first, second]
+
+    def work() -> None:
+        try:
+            outcome.append(backend.run(plan(), write=False))
+        except Exception as exc:
+            outcome.append(exc)
+        try:
+            backend.run(plan(), write=False)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    assert inside.wait(10)
+    store.close()
+    closed.set()
+    thread.join(10)
+    first, then = outcome
+    assert first == [b"%d" % keys.STORE_FORMAT] * 2 or isinstance(first, StoreClosedError), first
+    assert isinstance(then, StoreClosedError), then
+
+
+def test_close_closes_idle_connections_and_refuses_their_threads(tmp_path: Path) -> None:
+    store = SQLiteSessionStore(tmp_path / "s.db", durability="fast")
+    manager = SessionManager(store=store)
+    session = manager.create_session("u")
+    used, closed, errors = threading.Event(), threading.Event(), []
+
+    def other_thread() -> None:
+        manager.get_session(session.session_id)  # opens this thread's connection
+        used.set()
+        closed.wait(10)
+        try:
+            manager.get_session(session.session_id)
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    assert used.wait(10)
+    store.close()
+    closed.set()
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], StoreClosedError), errors
+    with pytest.raises(StoreClosedError):
+        manager.get_session(session.session_id)
+    assert not (tmp_path / "s.db-wal").exists()  # every connection closed: WAL checkpointed
