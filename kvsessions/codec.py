@@ -334,7 +334,17 @@ def decode_header(data: bytes) -> HeaderRecord:
 
 
 def _decode(data: bytes, structure: Any, kind: type) -> Any:
-    if data[:2] != _PREFIX:
+    try:
+        foreign = data[:2] != _PREFIX
+    except TypeError:  # not even a sequence: a SQL INTEGER or REAL another tool stored
+        foreign = True
+    if foreign:
+        if not isinstance(data, bytes | bytearray | memoryview):  # (or TEXT: a str)
+            raise CorruptRecordError(
+                f"stored {kind.__name__} record is of type {type(data).__name__}, not bytes "
+                "(not written by kvsessions); run `kvsessions check` on the store to list "
+                "damaged records"
+            )
         if data[:1] == MAGIC and len(data) > 1 and data[1] > FORMAT_VERSION:
             raise SchemaVersionError(
                 f"this {kind.__name__} record has format version {data[1]}, newer than the "

@@ -4,20 +4,56 @@ file, a foreign table of the same name, names SQLite treats specially, a NUL in 
 
 from __future__ import annotations
 
+import inspect
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from kvsessions import (
+    CorruptRecordError,
+    Session,
     SessionManager,
     SQLiteSessionStore,
     StoreClosedError,
+    codec,
     keys,
 )
 from kvsessions.backends.base import Get, Plan
+from kvsessions.cli import cli
+
+
+def run_cli(*args: str) -> Result:
+    """The ``kvsessions`` command in-process (stdout and stderr kept apart)."""
+    split: dict[str, Any] = {}
+    if "mix_stderr" in inspect.signature(CliRunner).parameters:  # (click < 8.2)
+        split["mix_stderr"] = False
+    return CliRunner(**split).invoke(cli, list(args))
+
+
+def saved(path: Path, messages: int = 1, table: str = "sessions") -> Session:
+    """One session of ``messages`` messages in a new store at ``path`` (closed after)."""
+    with SessionManager(store=SQLiteSessionStore(path, table, durability="fast")) as manager:
+        session = manager.create_session("u")
+        for i in range(messages):
+            session.add_message("user", f"{i}:" + "x" * 200)
+        return manager.save(session)
+
+
+def set_raw(path: Path, key: bytes, value: Any) -> None:
+    """Store ``value`` under ``key`` as another tool would, with SQLite's own type."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("UPDATE sessions SET v = ? WHERE k = ?", (value, key))
+        conn.commit()
+    finally:
+        conn.close()
+
 
 # -- 1. close while other threads are inside an operation ---------------------------------
 
@@ -174,3 +210,44 @@ def test_close_closes_idle_connections_and_refuses_their_threads(tmp_path: Path)
     with pytest.raises(StoreClosedError):
         manager.get_session(session.session_id)
     assert not (tmp_path / "s.db-wal").exists()  # every connection closed: WAL checkpointed
+
+
+# -- 2. a value stored as TEXT or INTEGER instead of BLOB ---------------------------------
+
+
+@pytest.mark.parametrize("value", ["garbage", 7, 1.5, b"\x00K".decode()])
+def test_decoders_call_a_value_that_is_not_bytes_damage(value: object) -> None:
+    with pytest.raises(CorruptRecordError, match="run `kvsessions check`"):
+        codec.decode_header(value)  # type: ignore[arg-type]
+    with pytest.raises(CorruptRecordError, match="run `kvsessions check`"):
+        codec.decode_message(value)  # type: ignore[arg-type]
+    with pytest.raises(CorruptRecordError):
+        codec.decode_messages([(b"m", value)])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("record", "value"),
+    [("header", "garbage"), ("header", 7), ("message", "garbage"), ("message", 7)],
+)
+def test_text_or_integer_record_is_corrupt_record_error(
+    record: str, value: object, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.db"
+    session = saved(path)
+    sid = session.session_id
+    key = keys.header_key(sid) if record == "header" else keys.message_key(sid, 0)
+    set_raw(path, key, value)
+    manager = SessionManager(store=SQLiteSessionStore(path))
+    with pytest.raises(CorruptRecordError):
+        manager.get_session(sid)
+    with pytest.raises(CorruptRecordError):
+        manager.get_sessions_for_user("u")
+    with pytest.raises(CorruptRecordError):
+        manager.export(tmp_path / "out.jsonl")
+    if record == "header":
+        with pytest.raises(CorruptRecordError):
+            manager.list_sessions("u")
+    manager.close()
+    report = run_cli("check", str(path))
+    assert report.exit_code == 1, report.output
+    assert repr(key) in report.stdout and "1 damaged record(s)" in report.stdout
