@@ -21,6 +21,7 @@ from kvsessions import (
     SessionManager,
     SQLiteSessionStore,
     StoreClosedError,
+    StoreError,
     codec,
     keys,
 )
@@ -34,6 +35,13 @@ def run_cli(*args: str) -> Result:
     if "mix_stderr" in inspect.signature(CliRunner).parameters:  # (click < 8.2)
         split["mix_stderr"] = False
     return CliRunner(**split).invoke(cli, list(args))
+
+
+def one_line_error(result: Result, command: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kvsessions {command}: "), result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
 
 
 def saved(path: Path, messages: int = 1, table: str = "sessions") -> Session:
@@ -251,3 +259,45 @@ def test_text_or_integer_record_is_corrupt_record_error(
     report = run_cli("check", str(path))
     assert report.exit_code == 1, report.output
     assert repr(key) in report.stdout and "1 damaged record(s)" in report.stdout
+
+
+# -- 3. engine errors on reads --------------------------------------------------------------
+
+
+def scribble(path: Path, first_page: int) -> None:
+    """Overwrite the start of every page from ``first_page`` (1-based) on."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    data = bytearray(path.read_bytes())
+    for offset in range((first_page - 1) * page_size, len(data), page_size):
+        data[offset : offset + 32] = b"\xde\xad\xbe\xef" * 8
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_file_is_a_store_error_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    saved(path, messages=300)
+    scribble(path, first_page=2)  # every page but the schema
+    with pytest.raises(StoreError, match="damaged") as caught:
+        SQLiteSessionStore(path)
+    assert not isinstance(caught.value, sqlite3.Error)
+    assert "Traceback" not in one_line_error(run_cli("stats", "-s", f"sqlite:{path}"), "stats")
+
+
+def test_damaged_file_is_a_store_error_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    session = saved(path, messages=300)
+    manager = SessionManager(store=SQLiteSessionStore(path))  # reads the format marker
+    scribble(path, first_page=3)  # the pages of the records, under the open store
+    for read in (
+        lambda: manager.get_session(session.session_id),
+        lambda: manager.list_sessions(status=None),
+    ):
+        with pytest.raises(StoreError, match="damaged") as caught:
+            read()
+        assert not isinstance(caught.value, sqlite3.Error)
+    manager.close()

@@ -85,10 +85,7 @@ class SQLiteBackend(LocalBackend):
                 "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
             )
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(
-                f"cannot open SQLite store at {self.path}: {exc}; check the path "
-                "is a writable file location"
-            ) from exc
+            raise _open_error(exc, self) from exc
         self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
@@ -166,10 +163,29 @@ class SQLiteBackend(LocalBackend):
             self._all.clear()
 
 
+#: What to do about a file SQLite finds damaged (or that is not a SQLite database).
+_DAMAGED = (
+    "the file is damaged or is not a SQLite database: check the path, restore the file "
+    "from a backup, or salvage what it holds with the sqlite3 shell's .recover command"
+)
+
+
+def _is_damage(exc: Exception) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc)
+
+
+def _open_error(exc: Exception, backend: SQLiteBackend) -> StoreError:
+    advice = _DAMAGED if _is_damage(exc) else "check the path is a writable file location"
+    return StoreError(f"cannot open SQLite store at {backend.path}: {exc}; {advice}")
+
+
 def _wrap(exc: sqlite3.Error, backend: SQLiteBackend, doing: str) -> StoreError:
     hint = ""
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         hint = f"; another writer held the lock longer than timeout={backend._timeout}s"
+    elif _is_damage(exc):
+        hint = f"; {_DAMAGED}"
     elif "full" in str(exc):
         hint = "; free some disk space"
     return StoreError(
@@ -184,16 +200,22 @@ class _SQLiteTxn(Transaction):
         self._done = False
 
     def get(self, key: bytes) -> bytes | None:
-        row = self._conn.execute(self._b._sql_get, (key,)).fetchone()
+        try:
+            row = self._conn.execute(self._b._sql_get, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self._b, "read") from exc
         return None if row is None else row[0]
 
     def scan(
         self, start: bytes, stop: bytes, limit: int | None, reverse: bool
     ) -> list[tuple[bytes, bytes]]:
         sql = self._b._sql_rscan if reverse else self._b._sql_scan
-        if limit is not None:
-            return self._conn.execute(sql + " LIMIT ?", (start, stop, limit)).fetchall()
-        return self._conn.execute(sql, (start, stop)).fetchall()
+        try:
+            if limit is not None:
+                return self._conn.execute(sql + " LIMIT ?", (start, stop, limit)).fetchall()
+            return self._conn.execute(sql, (start, stop)).fetchall()
+        except sqlite3.Error as exc:
+            raise _wrap(exc, self._b, "read") from exc
 
     def write(
         self,
