@@ -189,27 +189,31 @@ def export_page(
 
 
 def import_sessions(sessions: list[Session]) -> Plan[ImportReport]:
-    """Create each session exactly as given, unless its id exists (then compare)."""
+    """Create each session exactly as given, unless its id exists (then compare).
+
+    An id met again in ``sessions`` counts as existing too: that session is compared with
+    the one created first, never merged into it.
+    """
     headers = yield Batch(tuple(Get(keys.header_key(s.session_id)) for s in sessions))
     report = ImportReport()
     expect: dict[bytes, bytes | None] = {}
     put: dict[bytes, bytes] = {}
-    existing = []
+    fresh, existing = [], []
     for session, header in zip(sessions, headers, strict=True):
-        if header is not None:
+        session_keys = keys.SessionKeys(session.session_id)
+        if header is not None or session_keys.header in expect:
             existing.append(session)
             continue
-        session_keys = keys.SessionKeys(session.session_id)
         expect[session_keys.header] = None
         put.update(_records(session, session_keys))
-    if expect:
+        fresh.append(session)
+    if fresh:
         answer = yield Commit(expect, put)
         if answer is None:
-            report += ImportReport(created=len(expect))
+            report += ImportReport(created=len(fresh))
         else:  # someone created some of them meanwhile: sort it out one by one
-            for session in sessions:
-                if keys.header_key(session.session_id) in expect:
-                    report += yield from import_sessions([session])
+            for session in fresh:
+                report += yield from import_sessions([session])
     for session in existing:
         report += yield from _compare(session)
     return report
