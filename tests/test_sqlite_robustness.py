@@ -21,6 +21,7 @@ from kvsessions import (
     SessionManager,
     SQLiteSessionStore,
     StoreClosedError,
+    StoreConfigError,
     StoreError,
     codec,
     keys,
@@ -301,3 +302,25 @@ def test_damaged_file_is_a_store_error_when_read(tmp_path: Path) -> None:
             read()
         assert not isinstance(caught.value, sqlite3.Error)
     manager.close()
+
+
+# -- 5. names SQLite treats specially ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["order", "select", "table", "Group", "where"])
+def test_keyword_table_names_work(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    session = saved(path, messages=2, table=name)
+    with SessionManager(store=SQLiteSessionStore(path, name)) as manager:
+        loaded = manager.get_session(session.session_id)
+        assert loaded is not None and loaded.message_count == 2
+        assert [s.session_id for s in manager.list_sessions("u").sessions] == [session.session_id]
+        manager.clear_all()
+        assert manager.get_session(session.session_id) is None
+
+
+@pytest.mark.parametrize("name", ["sqlite_master", "sqlite_x", "SQLite_sequence", "SQLITE_"])
+def test_reserved_table_names_are_refused(name: str, tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match="sqlite_"):
+        SQLiteSessionStore(tmp_path / "s.db", name)
+    assert not (tmp_path / "s.db").exists()

@@ -12,6 +12,10 @@ takes SQLite's write lock at once, so plans in other threads and processes wait 
     ``synchronous=NORMAL``: the WAL is fsynced only at checkpoints.  An acknowledged save
     survives a process crash; power loss or an OS crash can roll back the last commits
     (the database stays consistent).
+
+Table names are SQL identifiers (letters, digits, ``_``), quoted in every statement so SQL
+keywords such as ``order`` work; SQLite compares them case-insensitively, so ``Chat`` and
+``chat`` name one table (one store's sessions), and it keeps ``sqlite_*`` for itself.
 """
 
 from __future__ import annotations
@@ -44,19 +48,14 @@ class SQLiteBackend(LocalBackend):
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
-        if not isinstance(table_name, str) or not _TABLE_NAME.match(table_name):
-            raise StoreConfigError(
-                f"table_name must be a plain SQL identifier (letters, digits, _; at most 63), "
-                f"got {table_name!r}"
-            )
-        self.durability = durability
         self.path = Path(path)
-        self.table_name = table_name
+        self.table_name = _checked_table_name(table_name)
+        self.durability = durability
         self._timeout = timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        t = table_name
+        t = f'"{table_name}"'  # (quoted: a keyword such as "order" is a name here)
         self._sql_get = f"SELECT v FROM {t} WHERE k = ?"
         self._sql_scan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k"
         self._sql_rscan = f"SELECT k, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC"
@@ -81,7 +80,7 @@ class SQLiteBackend(LocalBackend):
             sync = "FULL" if self.durability == "full" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table_name} "
+                f'CREATE TABLE IF NOT EXISTS "{self.table_name}" '
                 "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
             )
         except (sqlite3.Error, OSError) as exc:
@@ -161,6 +160,20 @@ class SQLiteBackend(LocalBackend):
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def _checked_table_name(name: object) -> str:
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise StoreConfigError(
+            f"table_name must be a plain SQL identifier (letters, digits, _; at most 63), "
+            f"got {name!r}"
+        )
+    if name.lower().startswith("sqlite_"):
+        raise StoreConfigError(
+            f"table_name {name!r} is reserved: SQLite keeps names starting with sqlite_ "
+            "(in any case) for its own tables; choose another table_name"
+        )
+    return name
 
 
 #: What to do about a file SQLite finds damaged (or that is not a SQLite database).
