@@ -25,6 +25,7 @@ from kvsessions import (
     StoreError,
     codec,
     keys,
+    open_store,
 )
 from kvsessions.backends.base import Get, Plan
 from kvsessions.cli import cli
@@ -302,6 +303,46 @@ def test_damaged_file_is_a_store_error_when_read(tmp_path: Path) -> None:
             read()
         assert not isinstance(caught.value, sqlite3.Error)
     manager.close()
+
+
+# -- 4. a table of the same name with another layout -------------------------------------
+
+
+def foreign_table(path: Path, name: str = "sessions") -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE {name} (id TEXT PRIMARY KEY, cookie TEXT)")
+    conn.commit()
+    conn.close()
+
+
+def test_foreign_table_of_the_same_name_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    foreign_table(path)
+    with pytest.raises(StoreConfigError, match=r"'sessions'.*table_name"):
+        SQLiteSessionStore(path)
+    with pytest.raises(StoreConfigError, match="'sessions'"):
+        open_store(f"sqlite:{path}")
+    line = one_line_error(run_cli("stats", "-s", f"sqlite:{path}"), "stats")
+    assert "'sessions'" in line
+    SessionManager(store=SQLiteSessionStore(path, "chat")).close()  # the advice works
+
+
+def test_index_of_the_same_name_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("CREATE INDEX chat ON t (a)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreConfigError, match=r"'Chat'.*index named.*table_name"):
+        SQLiteSessionStore(path, "Chat")
+
+
+def test_table_names_are_case_insensitive(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    session = saved(path, table="Chat")
+    with SessionManager(store=SQLiteSessionStore(path, "CHAT")) as manager:  # one table
+        assert manager.get_session(session.session_id) is not None
 
 
 # -- 5. names SQLite treats specially ------------------------------------------------------

@@ -15,7 +15,9 @@ takes SQLite's write lock at once, so plans in other threads and processes wait 
 
 Table names are SQL identifiers (letters, digits, ``_``), quoted in every statement so SQL
 keywords such as ``order`` work; SQLite compares them case-insensitively, so ``Chat`` and
-``chat`` name one table (one store's sessions), and it keeps ``sqlite_*`` for itself.
+``chat`` name one table (one store's sessions), and it keeps ``sqlite_*`` for itself.  A
+table of that name with another layout is refused (:class:`StoreConfigError`) rather than
+written to.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
 __all__ = ["SQLiteBackend"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+#: What ``PRAGMA table_info`` says of a kvsessions table: (name, type, primary key).
+_LAYOUT = [("k", "BLOB", 1), ("v", "BLOB", 0)]
 
 
 class SQLiteBackend(LocalBackend):
@@ -76,19 +80,47 @@ class SQLiteBackend(LocalBackend):
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            sync = "FULL" if self.durability == "full" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous={sync}")
-            conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self.table_name}" '
-                "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
-            )
         except (sqlite3.Error, OSError) as exc:
             raise _open_error(exc, self) from exc
+        try:
+            self._set_up(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode, the durability setting, and this store's table (created if absent)."""
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+        name = self.table_name
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{name}" '
+                "(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+            )
+            columns = conn.execute(f'PRAGMA table_info("{name}")').fetchall()
+        except sqlite3.OperationalError as exc:
+            if "already" in str(exc):  # an index of that name
+                raise StoreConfigError(
+                    f"cannot create table {name!r} in {self.path}: {exc}; pass another "
+                    "table_name (in a store URL: ?table=NAME)"
+                ) from None
+            raise _open_error(exc, self) from exc
+        except sqlite3.Error as exc:
+            raise _open_error(exc, self) from exc
+        if [(col[1].lower(), col[2].upper(), col[5]) for col in columns] != _LAYOUT:
+            found = ", ".join(f"{col[1]} {col[2]}".strip() for col in columns)
+            raise StoreConfigError(
+                f"{self.path} already has a table named {name!r} (SQLite ignores case in "
+                f"table names) with columns {found}: not a kvsessions table; pass another "
+                "table_name (in a store URL: ?table=NAME) to keep sessions in a table of "
+                "their own"
+            )
 
     def _after_fork(self) -> None:
         self._local = threading.local()  # never reuse (or close) the parent's connections
