@@ -365,3 +365,19 @@ def test_reserved_table_names_are_refused(name: str, tmp_path: Path) -> None:
     with pytest.raises(StoreConfigError, match="sqlite_"):
         SQLiteSessionStore(tmp_path / "s.db", name)
     assert not (tmp_path / "s.db").exists()
+
+
+# -- 6. a NUL in the path ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "open_it",
+    [
+        lambda tmp: SQLiteSessionStore(tmp / "x\0y.db"),
+        lambda tmp: SQLiteSessionStore(f"{tmp}/x\0y.db"),
+        lambda tmp: open_store(f"sqlite:{tmp}/x%00y.db"),
+    ],
+)
+def test_nul_in_the_path_is_a_config_error(open_it: Any, tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match="NUL"):
+        open_it(tmp_path)

@@ -52,7 +52,7 @@ class SQLiteBackend(LocalBackend):
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
-        self.path = Path(path)
+        self.path = _checked_path(path)
         self.table_name = _checked_table_name(table_name)
         self.durability = durability
         self._timeout = timeout
@@ -192,6 +192,16 @@ class SQLiteBackend(LocalBackend):
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def _checked_path(path: str | os.PathLike[str]) -> Path:
+    checked = Path(path)
+    if "\0" in str(checked):
+        raise StoreConfigError(
+            f"the SQLite path {str(checked)!r} contains a NUL character, which no file name "
+            "can hold; check the path (in a store URL, %00 is a NUL)"
+        )
+    return checked
 
 
 def _checked_table_name(name: object) -> str:
