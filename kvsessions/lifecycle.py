@@ -107,7 +107,8 @@ def _walk(status: SessionStatus, cutoff_us: int, change: Change, dry_run: bool) 
             if record is None or not keys.is_activity_entry(
                 entry, record.status, record.updated_at
             ):
-                chunk.delete.append(entry)  # a stale entry
+                chunk.delete.append(entry)  # a stale entry...
+                chunk.expect[hkey] = header  # (...if the header still says so at commit)
                 continue
             if not expired(record, cutoff_us):
                 continue  # saved in the cutoff's own minute, after the cutoff
