@@ -121,6 +121,7 @@ class StoreCallOperations:
         )
 
     def _get(self, session_id: str) -> Any:
+        keys.check_id(session_id, "session_id")  # (as the built-in stores: typed, up front)
         session = yield Call("get", (session_id,))
         if session is not None:
             _loaded(session)
@@ -130,6 +131,7 @@ class StoreCallOperations:
         return Job(self._for_user(user_id), write=False)
 
     def _for_user(self, user_id: str) -> Any:
+        keys.check_id(user_id, "user_id")
         sessions = list((yield Call("list_for_user", (user_id,))) or ())
         for session in sessions:
             _loaded(session)
@@ -139,6 +141,7 @@ class StoreCallOperations:
         return Job(self._delete(session_id), write=True)
 
     def _delete(self, session_id: str) -> Any:
+        keys.check_id(session_id, "session_id")
         result = yield Call("delete", (session_id,))
         return True if result is None else bool(result)
 

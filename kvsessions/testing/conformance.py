@@ -422,6 +422,15 @@ class StoreConformance:
             with pytest.raises(InvalidSessionError, match="seq"):
                 call()
         assert [m.content for m in manager.get_session(sid).messages] == ["m0", "m1", "m2"]
+        for call in (
+            lambda: manager.get_session(123),
+            lambda: manager.delete(123),
+            lambda: manager.archive(123),
+            lambda: manager.restore(123),
+            lambda: manager.get_sessions_for_user(123),
+        ):
+            with pytest.raises(InvalidIdError):
+                call()
         with pytest.raises(InvalidIdError):
             manager.delete_message(123, 0)
         with pytest.raises(InvalidIdError):
