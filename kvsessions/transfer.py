@@ -20,7 +20,7 @@ import contextlib
 import io
 import os
 from collections.abc import Generator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import attrs
@@ -29,13 +29,15 @@ import orjson
 from . import keys
 from .backends.base import Batch, Commit, Get, Plan, Scan
 from .codec import HeaderRecord, encode_header, encode_message, to_micros
-from .core import Job, build_session
+from .core import SEQ_LIMIT, Job, build_session
 from .errors import InvalidSessionError
 from .listing import list_sessions
 from .model import Message, Session, SessionStatus
 from .values import check_json_value
 
-__all__ = ["FORMAT", "ImportReport", "export_steps", "import_steps", "session_line"]
+__all__ = [
+    "FORMAT", "ImportReport", "checked_session", "export_steps", "import_steps", "session_line",
+]  # fmt: skip
 
 FORMAT = "kvsessions.session/1"
 PAGE = 100  # sessions per export page / per import commit
@@ -45,6 +47,7 @@ _FIELDS = {
     "metadata", "state", "messages",
 }  # fmt: skip
 _MESSAGE_FIELDS = {"seq", "role", "content", "timestamp", "extras"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: A multi-step operation: yields jobs for the manager to run, gets their results back.
 Steps = Generator[Job[Any], Any, Any]
@@ -112,44 +115,87 @@ def parse_line(line: bytes | str, where: str) -> Session:
             "this kvsessions, or upgrade kvsessions to read it"
         )
     try:
-        keys.check_id(data["session_id"], "session_id")
-        keys.check_id(data["user_id"], "user_id")
-        if data["parent_id"] is not None:
-            keys.check_id(data["parent_id"], "parent_id")
-        check_json_value(data["metadata"], "metadata")
-        check_json_value(data["state"], "state")
-        if type(data["metadata"]) is not dict or type(data["state"]) is not dict:
-            raise InvalidSessionError("metadata and state must be objects")
-        messages = [_parse_message(m) for m in _as_list(data["messages"])]
-        seqs = [m.seq for m in messages]
-        if seqs != sorted(set(seqs)):  # type: ignore[type-var]
-            raise InvalidSessionError("message seqs must be unique and ascending")
-        return Session(
-            session_id=data["session_id"],
-            user_id=data["user_id"],
-            metadata=data["metadata"],
-            messages=messages,
-            state=data["state"],
-            status=SessionStatus(data["status"]),
-            created_at=_time(data["created_at"]),
-            updated_at=_time(data["updated_at"]),
-            parent_id=data["parent_id"],
+        return _checked(
+            Session(
+                session_id=data["session_id"],
+                user_id=data["user_id"],
+                metadata=data["metadata"],
+                messages=[_parse_message(m) for m in _as_list(data["messages"])],
+                state=data["state"],
+                status=data["status"],
+                created_at=_time(data["created_at"]),
+                updated_at=_time(data["updated_at"]),
+                parent_id=data["parent_id"],
+            )
         )
     except (InvalidSessionError, ValueError, TypeError) as exc:
         raise InvalidSessionError(f"{where}: {exc}") from None
 
 
+def checked_session(session: Session, where: str) -> Session:
+    """``session`` as an import would store it, if an export line could carry it.
+
+    The checks of :func:`parse_line` (ids, JSON values, int seqs unique and ascending,
+    ranges, aware times); a new :class:`Session` is returned, or
+    :class:`InvalidSessionError` naming ``where`` raised.
+    """
+    try:
+        return _checked(session)
+    except (InvalidSessionError, ValueError, TypeError) as exc:
+        raise InvalidSessionError(f"{where}: {exc}") from None
+
+
+def _checked(session: Session) -> Session:
+    keys.check_id(session.session_id, "session_id")
+    keys.check_id(session.user_id, "user_id")
+    if session.parent_id is not None:
+        keys.check_id(session.parent_id, "parent_id")
+    if type(session.metadata) is not dict or type(session.state) is not dict:
+        raise InvalidSessionError("metadata and state must be objects")
+    check_json_value(session.metadata, "metadata")
+    check_json_value(session.state, "state")
+    messages = [_checked_message(m) for m in _as_list(session.messages)]
+    seqs = [m.seq for m in messages]
+    if seqs != sorted(set(seqs)):  # type: ignore[type-var]
+        raise InvalidSessionError("message seqs must be unique and ascending")
+    created_at, updated_at = _utc(session.created_at), _utc(session.updated_at)
+    if created_at < _EPOCH or updated_at < _EPOCH:  # (indexes keep them as unsigned micros)
+        raise InvalidSessionError("created_at and updated_at must be 1970-01-01 UTC or later")
+    return Session(
+        session_id=session.session_id,
+        user_id=session.user_id,
+        metadata=session.metadata,
+        messages=messages,
+        state=session.state,
+        status=SessionStatus(session.status),
+        created_at=created_at,
+        updated_at=updated_at,
+        parent_id=session.parent_id,
+    )
+
+
 def _parse_message(data: Any) -> Message:
     if type(data) is not dict or data.keys() != _MESSAGE_FIELDS:
         raise InvalidSessionError(f"a message is an object with keys {sorted(_MESSAGE_FIELDS)}")
-    seq, role = data["seq"], data["role"]
-    if type(seq) is not int or seq < 0 or type(role) is not str or not role:
-        raise InvalidSessionError("a message needs an int seq >= 0 and a non-empty str role")
-    check_json_value(data["content"], "message content")
-    if type(data["extras"]) is not dict:
+    timestamp = _time(data["timestamp"])
+    return Message(data["role"], data["content"], timestamp, data["extras"], data["seq"])
+
+
+def _checked_message(message: Any) -> Message:
+    if not isinstance(message, Message):
+        raise InvalidSessionError(f"messages are Message objects, got {type(message).__name__}")
+    seq, role = message.seq, message.role
+    if type(seq) is not int or not 0 <= seq < SEQ_LIMIT or type(role) is not str or not role:
+        raise InvalidSessionError(
+            "a message needs an int seq from 0 to 2**63 - 1 and a non-empty str role, got "
+            f"seq {seq!r:.30} and role {role!r:.30}"
+        )
+    check_json_value(message.content, "message content")
+    if type(message.extras) is not dict:
         raise InvalidSessionError("message extras must be an object")
-    check_json_value(data["extras"], "message extras")
-    return Message(role, data["content"], _time(data["timestamp"]), data["extras"], seq)
+    check_json_value(message.extras, "message extras")
+    timestamp = _utc(message.timestamp)
+    return message if timestamp is message.timestamp else attrs.evolve(message, timestamp=timestamp)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -164,6 +210,12 @@ def _time(value: Any) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise InvalidSessionError(f"timestamp {value!r} has no UTC offset")
+    return moment
+
+
+def _utc(moment: Any) -> datetime:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise InvalidSessionError(f"times must be timezone-aware datetimes, got {moment!r:.60}")
     return moment
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +12,22 @@ import orjson
 import pytest
 
 from kvsessions import (
+    InvalidSessionError,
     LMDBSessionStore,
     MemorySessionStore,
+    Message,
     Session,
     SessionManager,
     SessionStore,
     SQLiteSessionStore,
+    copy_store,
     transfer,
 )
 
+from .custom_store import DictStore
+
 T0 = "2026-01-01T00:00:00+00:00"
+MESSAGE = {"seq": 0, "role": "user", "content": "hi", "timestamp": T0, "extras": {}}
 
 STORES: dict[str, Callable[[Path], SessionStore]] = {
     "memory": lambda _: MemorySessionStore(),
@@ -94,3 +101,57 @@ def test_import_identical_duplicate_counts_unchanged(
     report = manager.import_(io.StringIO(data))
     assert (report.created, report.unchanged, report.conflicts) == (2, 1, ())
     assert contents(manager, "X") == [(0, "a0")]
+
+
+# -- 2. copy_store from a user's own store ---------------------------------------------------
+
+
+def _user_session(sid: str, messages: list[Message], created: datetime | None = None) -> Session:
+    at = created or datetime(2026, 1, 1, tzinfo=UTC)
+    return Session(sid, "u", messages=messages, created_at=at, updated_at=at)
+
+
+def _message(seq: Any, at: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> Message:
+    return Message("user", f"m{seq}", at, {}, seq)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param([_message(0), _message(2), _message(2)], id="repeated-seq"),
+        pytest.param([_message(1), _message(0)], id="descending-seqs"),
+        pytest.param([_message(None)], id="no-seq"),
+        pytest.param([_message(True)], id="bool-seq"),
+        pytest.param([_message(2**63)], id="seq-too-large"),
+        pytest.param([Message("", "x", datetime(2026, 1, 1, tzinfo=UTC), {}, 0)], id="no-role"),
+        pytest.param([Message("user", {1}, datetime(2026, 1, 1, tzinfo=UTC), {}, 0)], id="set"),
+        pytest.param([Message("user", "x", datetime(2026, 1, 1), {}, 0)], id="naive-time"),
+    ],
+)
+def test_copy_store_refuses_what_import_refuses(store: SessionStore, bad: list[Message]) -> None:
+    source = DictStore()
+    newer = datetime(2027, 1, 1, tzinfo=UTC)  # (copied first: listings are newest first)
+    source.sessions["good"] = _user_session("good", [_message(0)], newer)
+    source.sessions["bad"] = _user_session("bad", bad)
+    with pytest.raises(InvalidSessionError, match="'bad'"):
+        copy_store(source, store)
+    target = SessionManager(store)
+    assert target.get_session("bad") is None  # nothing half-written
+    assert contents(target, "good") == [(0, "m0")]  # the sessions before it are copied
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"created_at": "1960-01-01T00:00:00+00:00"}, id="created-1960"),
+        pytest.param({"messages": [{**MESSAGE, "seq": 2**64 - 1}]}, id="seq-2**64-1"),
+        pytest.param({"messages": [{**MESSAGE, "seq": 2**63}]}, id="seq-2**63"),
+        pytest.param({"messages": [{**MESSAGE, "seq": -1}]}, id="seq-negative"),
+        pytest.param({"updated_at": "1969-12-31T23:59:59+00:00"}, id="updated-1969"),
+        pytest.param({"created_at": "0001-01-01T00:00:00+01:00"}, id="created-year-0"),
+    ],
+)
+def test_import_refuses_values_out_of_range(manager: SessionManager, fields: Any) -> None:
+    with pytest.raises(InvalidSessionError, match="line 1"):
+        manager.import_(io.StringIO(line("A", **fields)))
+    assert manager.get_session("A") is None
