@@ -340,14 +340,22 @@ def export_steps(ops: Any, target: Any, user_id: str | None) -> Steps:
 
 
 def import_steps(ops: Any, source: Any) -> Steps:
-    """Read export lines from ``source`` and import them, a page per commit."""
+    """Read export lines from ``source`` and import them, a page per commit.
+
+    A bad line raises :class:`InvalidSessionError` once the lines before it are imported.
+    """
     report = ImportReport()
     batch: list[Session] = []
     messages = 0
     with _opened(source, "r") as file:
         for number, line in enumerate(file, 1):
             if line.strip():
-                batch.append(parse_line(line, f"line {number}"))
+                try:
+                    batch.append(parse_line(line, f"line {number}"))
+                except InvalidSessionError:
+                    if batch:
+                        yield ops.import_sessions(batch)
+                    raise
                 messages += len(batch[-1].messages)
             if len(batch) == PAGE or messages >= PAGE_MESSAGES:
                 report += yield ops.import_sessions(batch)

@@ -155,3 +155,19 @@ def test_import_refuses_values_out_of_range(manager: SessionManager, fields: Any
     with pytest.raises(InvalidSessionError, match="line 1"):
         manager.import_(io.StringIO(line("A", **fields)))
     assert manager.get_session("A") is None
+
+
+# -- 3. a bad line: the lines before it are imported -----------------------------------------
+
+
+@pytest.mark.parametrize("page", [transfer.PAGE, 2], ids=["one-batch", "batches-of-2"])
+def test_import_keeps_the_lines_before_a_bad_line(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    monkeypatch.setattr(transfer, "PAGE", page)
+    data = line("A", ("a",)) + line("B") + line("C") + "{not json\n" + line("D")
+    with pytest.raises(InvalidSessionError, match="line 4"):
+        manager.import_(io.StringIO(data))
+    assert [manager.get_session(sid) is not None for sid in "ABCD"] == [True] * 3 + [False]
+    report = manager.import_(io.StringIO(data.replace("{not json\n", "")))  # re-running is safe
+    assert (report.created, report.unchanged, report.conflicts) == (1, 3, ())
