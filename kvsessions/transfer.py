@@ -9,9 +9,10 @@ The format (``kvsessions.session/1``), one session per line, UTF-8::
                    "extras": {...}}, ...]}
 
 Timestamps are ISO 8601 with microseconds and an offset; every other value is the JSON
-the session holds.  Importing a line creates the session exactly (ids, seqs, times,
-status); a session that already exists is left alone and counted ``unchanged`` if it is
-identical, else reported as a conflict.  Importing the same file twice changes nothing.
+the session holds.  Importing a line creates the session exactly (ids, seqs, status, and
+times as the same moments in UTC); a session that already exists, or came earlier in the
+file, is left alone and counted ``unchanged`` if it is identical, else reported as a
+conflict.  Importing the same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def checked_session(session: Session, where: str) -> Session:
     """``session`` as an import would store it, if an export line could carry it.
 
     The checks of :func:`parse_line` (ids, JSON values, int seqs unique and ascending,
-    ranges, aware times); a new :class:`Session` is returned, or
+    ranges, aware times); a new :class:`Session` with its times in UTC is returned, or
     :class:`InvalidSessionError` naming ``where`` raised.
     """
     try:
@@ -214,9 +215,13 @@ def _time(value: Any) -> datetime:
 
 
 def _utc(moment: Any) -> datetime:
+    """An aware datetime in UTC: the same moment with any offset compares equal."""
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise InvalidSessionError(f"times must be timezone-aware datetimes, got {moment!r:.60}")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # (a moment of the year 1 with a positive offset)
+        raise InvalidSessionError(f"{moment.isoformat()} is before the year 1 in UTC") from None
 
 
 # -- plans over the key-value stores -----------------------------------------------------

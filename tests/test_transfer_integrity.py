@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,26 @@ def test_import_keeps_the_lines_before_a_bad_line(
     assert [manager.get_session(sid) is not None for sid in "ABCD"] == [True] * 3 + [False]
     report = manager.import_(io.StringIO(data.replace("{not json\n", "")))  # re-running is safe
     assert (report.created, report.unchanged, report.conflicts) == (1, 3, ())
+
+
+# -- 4. times with another UTC offset ----------------------------------------------------------
+
+
+def test_import_twice_with_a_non_utc_offset_is_unchanged(manager: SessionManager) -> None:
+    data = line("X", ("hi",), "2026-01-01T10:00:00.123456+02:00")
+    first, second = manager.import_(io.StringIO(data)), manager.import_(io.StringIO(data))
+    assert (first.created, second.created, second.unchanged, second.conflicts) == (1, 0, 1, ())
+    moment = datetime(2026, 1, 1, 8, 0, 0, 123456, tzinfo=UTC)
+    session = loaded(manager, "X")
+    assert (session.created_at, session.messages[0].timestamp) == (moment, moment)
+    same = line("X", ("hi",), "2026-01-01T03:00:00.123456-05:00")  # the same moment again
+    assert manager.import_(io.StringIO(same)).unchanged == 1
+
+
+def test_copy_store_twice_with_a_non_utc_offset_is_unchanged(store: SessionStore) -> None:
+    source = DictStore()
+    at = datetime(2026, 1, 1, 10, tzinfo=timezone(timedelta(hours=2)))
+    source.sessions["X"] = _user_session("X", [_message(0, at)], at)
+    assert copy_store(source, store).created == 1
+    again = copy_store(source, store)
+    assert (again.created, again.unchanged, again.conflicts) == (0, 1, ())
