@@ -165,8 +165,11 @@ def _user_by_activity(
 
 
 def rank(micros: int, session_id: str) -> bytes:
-    """A session's place in a listing sorted in memory: its time, then its id."""
-    return _U64.pack(micros) + session_id.encode("utf-8")
+    """A session's place in a listing sorted in memory: its time, then its id.
+
+    (A user's own store may hold times before 1970: they rank as 1970, then by id.)
+    """
+    return _U64.pack(max(micros, 0)) + session_id.encode("utf-8", "surrogatepass")
 
 
 def page_of(

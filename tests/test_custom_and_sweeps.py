@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from kvsessions import (
     MemorySessionStore,
     Message,
     RedisSessionStore,
+    Session,
     SessionManager,
     SessionStatus,
     SessionStore,
@@ -336,3 +338,19 @@ def test_archive_inactive_counts_what_a_redis_cluster_applied_of_a_refused_commi
     finally:
         manager.clear_all()
         manager.close()
+
+
+# -- a user store may hold sessions from before 1970 ----------------------------------------
+
+
+def test_a_user_store_lists_sessions_from_before_1970() -> None:
+    """Its listing ranks sessions in memory; a time before the epoch once raised a bare
+    ``struct.error`` there (and so did ``copy_store`` from such a store)."""
+    store = DictStore()
+    old = datetime(1960, 1, 1, tzinfo=UTC)
+    store.sessions["old"] = Session(session_id="old", user_id="u", created_at=old, updated_at=old)
+    manager = SessionManager(store=store)
+    new = manager.create_session("u")
+    for order in ("activity", "created"):
+        page = manager.list_sessions("u", order=order)
+        assert [s.session_id for s in page.sessions] == [new.session_id, "old"]
