@@ -191,7 +191,9 @@ class SQLiteSessionStore(KVSessionStore):
 
     ``durability="full"`` is ``synchronous=FULL`` (survives power loss); ``"fast"`` is
     ``NORMAL`` (survives a process crash).  Several stores may share a file with different
-    ``table_name``\\ s.  ``ttl``: as for ``MemorySessionStore``.
+    ``table_name``\\ s; SQLite ignores case in table names (``Chat`` and ``chat`` are one
+    table), and names starting with ``sqlite_`` are SQLite's own.  ``timeout``: seconds a
+    write waits for another writer's lock.  ``ttl``: as for ``MemorySessionStore``.
     """
 
     def __init__(

@@ -172,7 +172,7 @@ def require_existing(spec: StoreSpec, table_hint: str = "?table=NAME") -> None:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreConfigError(f"{path} is not a readable SQLite database ({exc})") from None
-    if table not in tables:
+    if table.lower() not in {name.lower() for name in tables}:  # (SQLite ignores case)
         found = ", ".join(repr(t) for t in tables) or "none"
         raise StoreConfigError(
             f"{path} has no table {table!r} (its tables: {found}); pass {table_hint}"

@@ -9,6 +9,7 @@ under a running call).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ print(json.dumps(errors))
 """
 
 
-@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+@pytest.mark.parametrize("kind", LOCAL_KINDS)
 def test_closing_under_load_only_raises_store_closed(kind: str, tmp_path: Path) -> None:
     """Threads saving and listing while the store closes get ``StoreClosedError`` and
     nothing else; the process survives (run in a child: a crash must not take pytest)."""
@@ -153,3 +154,40 @@ def test_async_close_under_load_only_raises_store_closed(kind: str, tmp_path: Pa
         asyncio.run(main())
     assert seen == {"kvsessions.errors.StoreClosedError": 30}, seen
 
+
+@pytest.mark.parametrize("kind", ["lmdb", "sqlite"])
+@pytest.mark.parametrize("first", ["call", "close"])
+def test_a_forked_child_is_not_held_by_the_parents_calls(
+    kind: str, first: str, tmp_path: Path
+) -> None:
+    """A child forked while another thread of the parent is inside a store call inherits
+    that call's place in the count, but not the thread: the child's close must not wait
+    for it (whether the child uses the store first or closes it at once)."""
+    store = _store(kind, tmp_path)
+    manager = SessionManager(store=store)
+    session = manager.create_session(user_id="u")
+    inside, release = threading.Event(), threading.Event()
+
+    def change(loaded: Any) -> None:
+        inside.set()
+        assert release.wait(10)
+
+    worker = threading.Thread(target=lambda: manager.update(session.session_id, change))
+    worker.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            if first == "call":
+                manager.get_session(session.session_id)
+            store.close()
+            code = 0 if store._backend._released else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    worker.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.close()
+    assert store._backend._released

@@ -45,3 +45,18 @@ def test_lmdb_path_with_nul(tmp_path: Path) -> None:
     with pytest.raises(StoreConfigError, match="NUL"):
         open_store(f"lmdb:{tmp_path}/x%00y")
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize("timeout", ["x", float("inf"), float("nan"), -1, True])
+def test_sqlite_timeout_out_of_range(timeout: Any, tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match="timeout"):
+        SQLiteSessionStore(tmp_path / "s.db", timeout=timeout)
+    with pytest.raises(StoreConfigError, match="timeout"):
+        open_store(f"sqlite:{tmp_path / 's.db'}?timeout=inf")
+
+
+def test_an_existing_table_is_found_whatever_its_case(tmp_path: Path) -> None:
+    """SQLite ignores case in table names, so ``create=False`` must too."""
+    SQLiteSessionStore(tmp_path / "s.db", table_name="chat").close()
+    store = open_store(f"sqlite:{tmp_path / 's.db'}?table=CHAT", create=False)
+    store.close()

@@ -198,6 +198,8 @@ class LocalBackend(abc.ABC):
         never under one.
         """
         self._closed = True
+        if self._forks != _forks[0]:  # no call since a fork: those under way were the parent's
+            self._busy.clear()
         self._release_when_idle()
 
     def _release_when_idle(self) -> None:
@@ -371,6 +373,9 @@ class LocalBackend(abc.ABC):
                 plan.close()
             raise StoreClosedError("this store was closed; open a new store object to use it")
         if self._forks != _forks[0]:  # forked: the parent's handles are not ours to use
+            # and the parent's other threads are not here: their calls under way never
+            # return in this process; only the caller's own (outermost) call is
+            del self._busy[1:]
             self._after_fork()
             self._forks = _forks[0]
 

@@ -40,6 +40,9 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _LAYOUT = [("k", "BLOB", 1), ("v", "BLOB", 0)]
 
 
+MAX_TIMEOUT = 86_400  # seconds: a writer waiting longer than a day is stuck, not slow
+
+
 class SQLiteBackend(LocalBackend):
     def __init__(
         self,
@@ -55,6 +58,15 @@ class SQLiteBackend(LocalBackend):
         self.path = _checked_path(path)
         self.table_name = _checked_table_name(table_name)
         self.durability = durability
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 <= timeout <= MAX_TIMEOUT)
+        ):
+            raise StoreConfigError(
+                f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT:,} (how long a "
+                f"write waits for another writer's lock), got {timeout!r}"
+            )
         self._timeout = timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
