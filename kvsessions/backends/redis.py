@@ -2,7 +2,8 @@
 
 Every operation a plan yields is answered with one round trip per Redis node: a Lua
 script (``EVALSHA``, loaded again after ``NOSCRIPT``) per hash slot, pipelined per node
-(a read of plain keys only, such as a header-only load, is an ``MGET`` instead).
+(a read of headers only, such as a header-only load, is a ``GET``, or an ``MGET`` of
+several, instead).
 A single Redis is one node, so there every operation is exactly one round trip.
 
 Layout (``P`` = the store's prefix, ``T`` = the session's shard tag, ``sid``/``user`` as in
@@ -13,6 +14,7 @@ Layout (``P`` = the store's prefix, ``T`` = the session's shard tag, ``sid``/``u
     P{T}i<user>     zset      index shard: member = created_us (8 bytes) + sid, of the
                               user's sessions whose shard is T
     P{T}a<status>   zset      index shard: member = updated_us (8 bytes) + sid
+    P{T}c           zset      index shard: member = created_us (8 bytes) + sid
     P!format        string    the store's format version
 
 Sessions are spread over ``shards`` tags (``crc32(sid) % shards``), chosen so their hash
@@ -22,13 +24,18 @@ ready).  A user's listing or the activity scan asks every shard (one script per 
 pipelined per node) and merges in key order.  ``shards`` is part of the layout: keep it
 fixed for a prefix.  Multi-session commits (``archive_inactive``) run one atomic script
 per slot; if one conflicts the plan re-reads and retries (the others stay applied, and
-were consistent on their own).
+were consistent on their own).  Redis does not undo a script's earlier writes when a
+command fails, so the commit script checks its ops and the type of every sorted set it
+will write before its first write: a foreign key of the wrong type fails the commit
+whole (``CorruptRecordError``).
 
 ``ttl`` (seconds): each commit re-arms ``PEXPIRE`` on the session's header and messages
-and on the index shards holding its entries, in the same script, so a session's keys
-expire together.  Index shards are shared by the sessions of one tag and outlive each of
-them; scans drop (and delete) members whose header has expired, so a listing never
-returns an expired session.
+and on the index shards holding its entries (user, activity, creation), in the same
+script, so a session's keys expire together.  Index shards are shared by the sessions of
+one tag and outlive each of them; scans drop (and delete) members whose header has
+expired, so a listing never returns an expired session.  With ``ttl=None`` a commit
+clears (``PERSIST``) a TTL that an earlier ``ttl`` left on a session's keys, so a prefix
+can be reopened without one.
 Only keys starting with ``P{`` and ``P!format`` are ever written or deleted.
 
 Open a cluster with ``url="redis+cluster://host:port"`` (``rediss+cluster://`` for TLS):
@@ -74,7 +81,13 @@ from redis.retry import Retry
 
 from .. import keys
 from ..codec import RECENT_TOKENS, decode_header
-from ..errors import StoreClosedError, StoreConfigError, StoreError, StoreUnavailableError
+from ..errors import (
+    CorruptRecordError,
+    StoreClosedError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ..model import SessionStatus
 from .base import (
     HEAVY_STEP_ROWS,
@@ -143,11 +156,34 @@ return out
 """
 
 # ARGV: ttl, n expects (key index, present, value), then the rebase block (its length,
-# then REBASE's arguments, see below; length 0 for none), then the ops.
+# then REBASE's arguments, see below; length 0 for none), then the ops.  Redis does not
+# undo a script's writes when a later command fails, so nothing is written before every
+# op is known and every key a sorted-set op needs is a sorted set (or absent): else the
+# answer is {3, that key's index} (a GET of a header of another type fails before any
+# write too).  With no ttl (0), ``E`` ops clear a TTL an earlier ttl left (``PERSIST``),
+# only when an expected header is new or has one: most commits skip them.  ``P``: clear
+# it in any case (an index shard an entry is added to).
 _COMMIT = """
 local ttl, n, current, conflict, header = tonumber(ARGV[1]), tonumber(ARGV[2]), {0}, false
+local at = 3 + 3 * n
+local first = at + 1 + tonumber(ARGV[at])
+local sets, i, rearm = {}, first, ttl > 0 or n == 0
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'A' or op == 'Z' then sets[ARGV[i + 1]] = true; i = i + 3
+  elseif op == 'R' then sets[ARGV[i + 1]] = true; i = i + 4
+  elseif op == 'S' then i = i + 3
+  elseif op == 'D' or op == 'E' or op == 'P' then i = i + 2
+  else return redis.error_reply('kvsessions: unknown commit op ' .. op) end
+end
+for k in pairs(sets) do
+  local kind = redis.call('TYPE', KEYS[tonumber(k)]).ok
+  if kind ~= 'zset' and kind ~= 'none' then return {3, tonumber(k)} end
+end
 for j = 0, n - 1 do
-  local got = redis.call('GET', KEYS[tonumber(ARGV[3 + 3 * j])])
+  local key = KEYS[tonumber(ARGV[3 + 3 * j])]
+  local got = redis.call('GET', key)
+  rearm = rearm or not got or redis.call('PTTL', key) >= 0
   if ARGV[4 + 3 * j] == '1' then
     conflict = conflict or got ~= ARGV[5 + 3 * j]
   else
@@ -156,16 +192,14 @@ for j = 0, n - 1 do
   current[j + 2] = got and ('1' .. got) or '0'
   header = header or got
 end
-local at = 3 + 3 * n
-local first = at + 1 + tonumber(ARGV[at])
 if conflict then
   if first > at + 1 and header then
-    local rebased = rebase(header, at + 1, first, ttl)
+    local rebased = rebase(header, at + 1, first, ttl, rearm)
     if rebased then return rebased end
   end
   return current
 end
-local i = first
+i = first
 while i <= #ARGV do
   local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   if op == 'S' then redis.call('SET', key, ARGV[i + 2]); i = i + 3
@@ -173,8 +207,7 @@ while i <= #ARGV do
   elseif op == 'Z' then redis.call('ZREM', key, ARGV[i + 2]); i = i + 3
   elseif op == 'R' then redis.call('ZREMRANGEBYLEX', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'D' then redis.call('DEL', key); i = i + 2
-  elseif op == 'E' then redis.call('PEXPIRE', key, ttl); i = i + 2
-  else return redis.error_reply('kvsessions: unknown commit op ' .. op) end
+  else arm(op, key, ttl, rearm); i = i + 2 end
 end
 return {1}
 """
@@ -192,7 +225,12 @@ return {1}
 _REBASE = """
 local shape = '^(%d+),"status":"active","version":(%d+),"next_seq":(%d+),"count":(%d+),()'
 
-local function rebase(got, at, first, ttl)
+local function arm(op, key, ttl, rearm)  -- an E or P op (see COMMIT)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl)
+  elseif rearm or op == 'P' then redis.call('PERSIST', key) end
+end
+
+local function rebase(got, at, first, ttl, rearm)
   local hi, mi, ai = tonumber(ARGV[3]), tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local expected, sid, written, records, i = ARGV[5], ARGV[at + 2], nil, {}, first
   while i <= #ARGV do
@@ -201,7 +239,7 @@ local function rebase(got, at, first, ttl)
     elseif op == 'A' and ki == mi then records[#records + 1] = string.sub(ARGV[i + 2], 9); i = i + 3
     elseif op == 'R' and ki == mi then i = i + 4
     elseif (op == 'A' or op == 'Z') and ki == ai then i = i + 3
-    elseif op == 'E' then i = i + 2
+    elseif op == 'E' or op == 'P' then i = i + 2
     else return nil end
   end
   local fixed = string.find(expected, '"updated_at":', 1, true)
@@ -247,21 +285,26 @@ local function rebase(got, at, first, ttl)
     .. ',"count":' .. string.format('%d', tonumber(cnt) + k) .. ',' .. body .. ',"recent":['
     .. tokens .. ']' .. string.sub(got, close + 1)
   local mkey, akey = KEYS[mi], KEYS[ai]
+  local bucket, old, new = BUCKET, tonumber(upd), tonumber(now)
+  local moved = old - old % bucket ~= new - new % bucket
+  if moved then
+    local kind = redis.call('TYPE', akey).ok
+    if kind ~= 'zset' and kind ~= 'none' then return nil end
+  end
   redis.call('SET', KEYS[hi], header)
   for j = 1, k do
     local s = seq + j - 1
     local member = struct.pack('>I8', s) .. records[j] .. string.format('%d', s) .. '}'
     redis.call('ZADD', mkey, 0, member)
   end
-  local bucket, old, new = BUCKET, tonumber(upd), tonumber(now)
-  if old - old % bucket ~= new - new % bucket then
+  if moved then
     redis.call('ZREM', akey, struct.pack('>I8', old - old % bucket) .. sid)
     redis.call('ZADD', akey, 0, struct.pack('>I8', new - new % bucket) .. sid)
   end
   i = first
   while i <= #ARGV do
     local op = ARGV[i]
-    if op == 'E' then redis.call('PEXPIRE', KEYS[tonumber(ARGV[i + 1])], ttl); i = i + 2
+    if op == 'E' or op == 'P' then arm(op, KEYS[tonumber(ARGV[i + 1])], ttl, rearm); i = i + 2
     elseif op == 'R' then i = i + 4
     else i = i + 3 end
   end
@@ -332,7 +375,7 @@ class _Group:
     index: dict[bytes, int] = attrs.field(factory=dict)
     expect: list[tuple[bytes, int, bytes | None]] = attrs.field(factory=list)
     ops: list[Any] = attrs.field(factory=list)
-    expire: dict[bytes, None] = attrs.field(factory=dict)
+    expire: dict[bytes, bytes] = attrs.field(factory=dict)  # key -> its E or P op
 
     def key(self, rkey: bytes) -> int:
         position = self.index.get(rkey)
@@ -682,10 +725,16 @@ class RedisBackend:
             return call.args
         return ("EVALSHA", _SHAS[call.script], *call.args)
 
-    def _error(self, addr: str, exc: BaseException) -> StoreError:
+    def _error(self, addr: str, exc: BaseException) -> StoreError | CorruptRecordError:
         reason = str(exc)
         if self._password:
             reason = reason.replace(self._password, "***")
+        if isinstance(exc, ResponseError) and "WRONGTYPE" in reason:
+            return CorruptRecordError(
+                f"a key of this store's prefix on Redis at {addr} holds the wrong kind of value "
+                f"(not a kvsessions record): {reason}; run `kvsessions check` to list such keys, "
+                "and delete them"
+            )
         if isinstance(exc, ResponseError) and not isinstance(exc, ClusterDownError):
             return StoreError(f"Redis at {addr} refused a kvsessions command: {reason}")
         where = "Redis Cluster node" if self.cluster else "Redis"
@@ -721,8 +770,11 @@ class RedisBackend:
         calls = []
         for slot, idxs in groups.items():
             if all(reads[i].kind == "g" for i in idxs):  # only headers (e.g. messages=0)
-                calls.append(_Call(("MGET", *(reads[i].rkey for i in idxs)), slot))
-                continue  # a plain MGET: atomic too, and no script to run or pack
+                # a plain GET or MGET: atomic too, and no script to run or pack (GET refuses
+                # a key of another type; MGET reads it as absent)
+                rkeys = [reads[i].rkey for i in idxs]
+                calls.append(_Call(("GET", *rkeys) if len(idxs) == 1 else ("MGET", *rkeys), slot))
+                continue
             argv: list[Any] = [prune]
             for i in idxs:
                 r = reads[i]
@@ -733,6 +785,9 @@ class RedisBackend:
         replies = yield from self._exchange(calls)
         values: list[Any] = [None] * len(reads)
         for idxs, reply in zip(groups.values(), replies, strict=True):
+            if len(idxs) == 1 and reads[idxs[0]].kind == "g":  # (a GET)
+                values[idxs[0]] = reply
+                continue
             for i, value in zip(idxs, reply, strict=True):
                 values[i] = value
         return values
@@ -809,12 +864,15 @@ class RedisBackend:
             argv += rebase
             for op_args in g.ops:
                 argv += op_args
-            for rkey in g.expire if self._ttl_ms is not None else ():
-                argv += (b"E", g.key(rkey))
+            for rkey, code in g.expire.items():
+                argv += (code, g.key(rkey))
             calls.append(_Call((len(g.keys), *g.keys, *argv), g.slot, script="commit"))
         replies = yield from self._exchange(calls)
         if all(reply[0] == 1 for reply in replies):
             return None
+        for g, reply in zip(ordered, replies, strict=True):
+            if reply[0] == 3:  # nothing written: a key of the wrong type was in the way
+                raise _wrong_type(g.keys[reply[1] - 1])
         if replies[0][0] == 2:  # (an append_only commit, re-based by the script)
             family = b"m" + next(iter(op.expect))[1:]
             return Rebased(replies[0][1], [(family + m[:8], m[8:]) for m in replies[0][2]])
@@ -897,28 +955,29 @@ class RedisBackend:
                 if value:
                     raise StoreConfigError("the Redis backend stores index entries without values")
                 g.ops.append((b"A", g.key(rkey), member))
-                g.expire[rkey] = None  # (only used with a ttl)
+                g.expire[rkey] = b"P"  # (an index shard gets an entry: see _COMMIT)
             else:
                 g.ops.append((b"R", g.key(rkey), *_seq_bounds(member)))
                 g.ops.append((b"A", g.key(rkey), member + value))
-        if self._ttl_ms is not None:
-            self._stage_expiry(op, group)
+        self._stage_expiry(op, group)
         return groups, clear
 
     def _stage_expiry(self, op: Commit, group: Any) -> None:
-        """Re-arm the TTL of every session the commit touches, and of its index shards."""
+        """Re-arm the TTL of every session the commit touches, and of its index shards
+        (with no ttl, clear one an earlier ttl left, see _COMMIT)."""
         for key in dict.fromkeys((*op.expect, *op.put, *op.delete)):
             sid = keys.session_of(key)
             if sid is None:
                 continue
             base, slot = self._tag(sid)
-            expire = group(slot).expire
-            expire[base + b"h" + sid + b"\x00"] = None
-            expire[base + b"m" + sid + b"\x00"] = None
+            arm = group(slot).expire.setdefault
+            arm(base + b"h" + sid + b"\x00", b"E")
+            arm(base + b"m" + sid + b"\x00", b"E")
             if key[:1] == b"h" and key in op.put:  # the header names its index entries
                 record = decode_header(op.put[key])
-                expire[base + keys.USER_SPACE + record.user_id.encode() + b"\x00"] = None
-                expire[base + keys.activity_key(record.status, 0, "-")[:2]] = None
+                arm(base + keys.USER_SPACE + record.user_id.encode() + b"\x00", b"E")
+                arm(base + keys.activity_key(record.status, 0, "-")[:2], b"E")
+                arm(base + keys.CREATED_SPACE, b"E")
 
     def _clear(self) -> Exchange[None]:
         """Delete every key of this prefix: SCAN each node, then UNLINK what it found."""
@@ -960,6 +1019,14 @@ class RedisBackend:
             if isinstance(reply, BaseException) and not errors_as_values:
                 raise self._error(node, reply)
         return list(replies)
+
+
+def _wrong_type(rkey: bytes) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"Redis key {rkey!r} of this store's prefix holds the wrong kind of value (not a "
+        "kvsessions record), so nothing was written; run `kvsessions check` to list such "
+        "keys, and delete them"
+    )
 
 
 def _first(values: list[Any]) -> Any:

@@ -1,0 +1,145 @@
+"""The Redis backend where a review found it fragile: TTLs, half-written commits, clear_all
+against concurrent writers, cluster slot migration, URLs, constructor arguments, damaged
+keys, huge limits and the blocking update() backoff.
+
+Every test starts its own servers (the shared fixtures, or one of its own).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+
+import pytest
+import redis
+
+from kvsessions import (
+    CorruptRecordError,
+    RedisSessionStore,
+    SessionManager,
+)
+from kvsessions.backends.redis import shard_tags
+
+from .redis_servers import RedisServer
+
+
+def fresh_prefix() -> str:
+    return f"r{uuid.uuid4().hex[:10]}:"
+
+
+def client(server: RedisServer) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port)
+
+
+def base_of(prefix: str, sid: str, shards: int = 16) -> bytes:
+    """``P{T}``: where the keys of session ``sid`` live."""
+    tag = shard_tags(shards)[zlib.crc32(sid.encode()) % shards]
+    return prefix.encode() + b"{" + tag + b"}"
+
+
+def sid_in_shard(shard: int, shards: int = 16) -> str:
+    """A session id whose keys live under shard ``shard``."""
+    n = 0
+    while zlib.crc32(f"n{n}".encode()) % shards != shard:
+        n += 1
+    return f"n{n}"
+
+
+def ours(c: redis.Redis, prefix: str) -> list[bytes]:
+    return sorted(c.scan_iter(match=prefix + "{*", count=1000))
+
+
+# -- 1, 2: ttl -------------------------------------------------------------------------
+
+
+def test_a_write_rearms_the_creation_index_too(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, ttl=1.0))
+    session = manager.create_session("alice", session_id="s1")
+    time.sleep(0.6)
+    session.add_message("user", "still here")
+    manager.save(session)
+    assert client(redis_server).pttl(base_of(prefix, "s1") + b"c") > 700
+    time.sleep(0.6)  # 1.2 s after creation, 0.6 s after the last write
+    assert [s.session_id for s in manager.list_sessions(order="created").sessions] == ["s1"]
+    listed = manager.list_sessions("alice", order="created").sessions
+    assert [s.session_id for s in listed] == ["s1"]
+    manager.close()
+
+
+def test_reopened_without_ttl_a_prefix_keeps_what_it_writes(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    old = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, ttl=0.5))
+    session = old.create_session("alice", session_id="s1")
+    session.add_message("user", "first")
+    old.save(session)
+    new = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, ttl=None))
+    loaded = new.get_session("s1")
+    assert loaded is not None
+    loaded.add_message("user", "second")
+    new.save(loaded)
+    c = client(redis_server)
+    assert {key: c.pttl(key) for key in ours(c, prefix)} == dict.fromkeys(ours(c, prefix), -1)
+    time.sleep(0.7)
+    again = new.get_session("s1")
+    assert again is not None
+    assert [m.content for m in again.messages] == ["first", "second"]
+    assert [s.session_id for s in new.get_sessions_for_user("alice")] == ["s1"]
+    assert [s.session_id for s in new.list_sessions().sessions] == ["s1"]
+    old.close()
+    new.close()
+
+
+def test_a_session_created_without_ttl_outlives_the_shards_ttl(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    old = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, ttl=0.5))
+    old.create_session("alice", session_id="s1")
+    new = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, ttl=None))
+    sid = sid_in_shard(zlib.crc32(b"s1") % 16)  # its index entries join s1's shards
+    new.create_session("alice", session_id=sid)
+    time.sleep(0.7)  # s1 expired; the shards it armed must not take the new entries along
+    assert [s.session_id for s in new.get_sessions_for_user("alice")] == [sid]
+    for order in ("created", "activity"):
+        assert [s.session_id for s in new.list_sessions(order=order).sessions] == [sid]
+    old.close()
+    new.close()
+
+
+# -- 3: a failing commit writes nothing ------------------------------------------------
+
+
+def test_a_key_of_the_wrong_type_in_the_way_stops_the_commit_before_any_write(
+    redis_server: RedisServer,
+) -> None:
+    prefix = fresh_prefix()
+    c = client(redis_server)
+    damaged = base_of(prefix, "s1") + b"ialice\x00"
+    c.set(damaged, b"not a zset")
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix))
+    with pytest.raises(CorruptRecordError, match="kvsessions check"):
+        manager.create_session("alice", session_id="s1")
+    assert ours(c, prefix) == [damaged]  # no header, no other index entry
+    assert manager.get_session("s1") is None
+    c.delete(damaged)
+    assert manager.create_session("alice", session_id="s1").user_id == "alice"
+    manager.close()
+
+
+# -- 8: a header of the wrong type -------------------------------------------------------
+
+
+def test_a_header_of_the_wrong_type_is_a_corrupt_record(redis_server: RedisServer) -> None:
+    prefix = fresh_prefix()
+    header = base_of(prefix, "s1") + b"hs1\x00"
+    c = client(redis_server)
+    c.zadd(header, {b"x": 0})
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix))
+    with pytest.raises(CorruptRecordError):
+        manager.get_session("s1")
+    with pytest.raises(CorruptRecordError):
+        manager.get_session("s1", messages=0)
+    with pytest.raises(CorruptRecordError):
+        manager.create_session("u", session_id="s1")
+    assert ours(c, prefix) == [header] and c.zrange(header, 0, -1) == [b"x"]
+    manager.close()
