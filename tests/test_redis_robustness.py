@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
+from typing import Any
 
 import pytest
 import redis
@@ -19,7 +20,7 @@ from kvsessions import (
     RedisSessionStore,
     SessionManager,
 )
-from kvsessions.backends.redis import shard_tags
+from kvsessions.backends.redis import RedisBackend, shard_tags
 
 from .redis_servers import RedisServer
 
@@ -124,6 +125,51 @@ def test_a_key_of_the_wrong_type_in_the_way_stops_the_commit_before_any_write(
     c.delete(damaged)
     assert manager.create_session("alice", session_id="s1").user_id == "alice"
     manager.close()
+
+
+# -- 4: clear_all against concurrent writers -------------------------------------------
+
+
+def test_clear_all_deletes_a_session_saved_meanwhile_whole_or_not_at_all(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = fresh_prefix()
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, shards=1024))
+    other = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix, shards=1024))
+    for i in range(400):  # ~1,600 keys: SCAN takes several pages
+        manager.create_session("old", session_id=f"old{i}")
+    ask = RedisBackend._ask
+    fired: list[int] = []
+
+    def ask_then_save(self: Any, node: str, commands: Any, **kw: Any) -> Any:
+        replies = yield from ask(self, node, commands, **kw)
+        if commands and commands[0][0] == "SCAN" and not fired:
+            fired.append(1)  # another client saves while clear_all is under way
+            for i in range(100):
+                session = other.create_session("new", session_id=f"new{i}")
+                session.add_message("user", "a")
+                session.add_message("user", "b")
+                other.save(session)
+        return replies
+
+    monkeypatch.setattr(RedisBackend, "_ask", ask_then_save)
+    manager.clear_all()
+    monkeypatch.undo()
+    survivors = set()
+    for i in range(100):
+        loaded = other.get_session(f"new{i}")
+        if loaded is not None:
+            assert loaded.message_count == len(loaded.messages) == 2, loaded.session_id
+            survivors.add(loaded.session_id)
+    assert {s.session_id for s in other.get_sessions_for_user("new")} == survivors
+    assert other.get_sessions_for_user("old") == []
+    c = client(redis_server)
+    for key in ours(c, prefix):  # no message set outlives its header
+        assert b"}m" not in key or c.exists(key.replace(b"}m", b"}h", 1)), key
+    other.clear_all()
+    assert ours(c, prefix) == []
+    manager.close()
+    other.close()
 
 
 # -- 8: a header of the wrong type -------------------------------------------------------

@@ -37,6 +37,9 @@ expired, so a listing never returns an expired session.  With ``ttl=None`` a com
 clears (``PERSIST``) a TTL that an earlier ``ttl`` left on a session's keys, so a prefix
 can be reopened without one.
 Only keys starting with ``P{`` and ``P!format`` are ever written or deleted.
+``clear_all`` scans them twice: it unlinks each session's header and messages in one
+``UNLINK``, then drops index entries naming no header (at most ``CHUNK`` per script
+call), so a session saved meanwhile is deleted whole or kept whole.
 
 Open a cluster with ``url="redis+cluster://host:port"`` (``rediss+cluster://`` for TLS):
 the slot map comes from ``CLUSTER SLOTS`` and is refreshed on ``MOVED`` or a lost node.
@@ -113,6 +116,8 @@ SLOTS = 16384
 DEFAULT_SHARDS = 16
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
 _ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)  # the active sessions' activity zset
+_INDEX_KINDS = keys.USER_SPACE + keys.CREATED_SPACE + b"a"  # index shards: P{T}i.., P{T}c, P{T}a.
+CHUNK = 1000  # index members clear_all examines per script call
 
 _READ = """
 local prune, out = ARGV[1] == '1', {}
@@ -317,8 +322,24 @@ local function rebase(got, at, first, ttl, rearm)
 end
 """
 
+# clear_all's second pass over one index shard (KEYS[1]): from member ARGV[1] on, at most
+# ARGV[2] members; drops those whose session has no header.  Answers where to go on
+# from ('' when done).  A key of another type is not ours: it goes.
+_PRUNE = """
+local key, count = KEYS[1], tonumber(ARGV[2])
+if redis.call('TYPE', key).ok ~= 'zset' then redis.call('UNLINK', key); return '' end
+local heads = string.sub(key, 1, string.find(key, '}', 1, true)) .. 'h'
+local batch = redis.call('ZRANGEBYLEX', key, ARGV[1], '+', 'LIMIT', 0, count)
+for _, m in ipairs(batch) do
+  if redis.call('EXISTS', heads .. string.sub(m, 9)) == 0 then redis.call('ZREM', key, m) end
+end
+if #batch < count then return '' end
+return '(' .. batch[#batch]
+"""
+
 _SCRIPTS = {
     "read": _READ,
+    "prune": _PRUNE,
     "commit": _REBASE.replace("BUCKET", str(keys.ACTIVITY_BUCKET_US)).replace(
         "RECENT", str(RECENT_TOKENS)
     )
@@ -980,12 +1001,36 @@ class RedisBackend:
                 arm(base + keys.CREATED_SPACE, b"E")
 
     def _clear(self) -> Exchange[None]:
-        """Delete every key of this prefix: SCAN each node, then UNLINK what it found."""
+        """Delete every key of this prefix, each session whole, so that one saved while
+        this runs is deleted whole or kept whole: a SCAN that unlinks each header found
+        with its messages (one ``UNLINK``), then a SCAN that drops the index entries left
+        naming no header (``_PRUNE``, ``CHUNK`` members per script call)."""
 
-        def unlink(node: str, found: list[bytes]) -> Exchange[list[Any]]:
-            return self._ask(node, [("UNLINK", key) for key in found])
+        def sessions(node: str, found: list[bytes]) -> Exchange[None]:
+            calls = [_Call(("UNLINK", *self._session_keys(k)), key_slot(k)) for k in found]
+            yield from self._exchange([c for c in calls if len(c.args) > 1])
 
-        yield from self._scan_prefix(unlink)
+        def indexes(node: str, found: list[bytes]) -> Exchange[None]:
+            todo = {k: b"-" for k in found if not self._session_keys(k)}
+            while todo:
+                calls = [_Call((1, k, lo, CHUNK), key_slot(k), "prune") for k, lo in todo.items()]
+                replies = yield from self._exchange(calls)
+                todo = {k: lo for k, lo in zip(todo, replies, strict=True) if lo}
+
+        yield from self._scan_prefix(sessions)
+        yield from self._scan_prefix(indexes)
+
+    def _session_keys(self, rkey: bytes) -> tuple[bytes, ...]:
+        """What clear_all unlinks together with ``rkey``: a header or message set and its
+        partner, any key not ours alone, nothing for an index shard."""
+        close = rkey.find(b"}", len(self._prefix))
+        kind = rkey[close + 1 : close + 2] if close > 0 else b""
+        if kind in (b"h", b"m"):
+            partner = rkey[: close + 1] + (b"m" if kind == b"h" else b"h") + rkey[close + 2 :]
+            return rkey, partner
+        if kind and kind in _INDEX_KINDS:
+            return ()
+        return (rkey,)
 
     def _scan_prefix(self, visit: Callable[[str, list[bytes]], Exchange[Any]]) -> Exchange[None]:
         """SCAN every node for the keys of this prefix, handing each page (node, keys) to
