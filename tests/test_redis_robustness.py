@@ -7,9 +7,13 @@ Every test starts its own servers (the shared fixtures, or one of its own).
 
 from __future__ import annotations
 
+import math
+import subprocess
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +23,13 @@ from kvsessions import (
     CorruptRecordError,
     RedisSessionStore,
     SessionManager,
+    StoreConfigError,
+    StoreUnavailableError,
 )
 from kvsessions.backends.redis import RedisBackend, shard_tags
 
-from .redis_servers import RedisServer
+from .conftest import require_redis
+from .redis_servers import RedisServer, free_port
 
 
 def fresh_prefix() -> str:
@@ -127,6 +134,12 @@ def test_a_key_of_the_wrong_type_in_the_way_stops_the_commit_before_any_write(
     manager.close()
 
 
+@pytest.mark.parametrize("ttl", [1e20, 10**30, 200 * 365 * 86400])
+def test_a_ttl_redis_cannot_arm_is_refused(redis_server: RedisServer, ttl: float) -> None:
+    with pytest.raises(StoreConfigError, match="ttl"):
+        RedisSessionStore(redis_server.url, prefix=fresh_prefix(), ttl=ttl)
+
+
 # -- 4: clear_all against concurrent writers -------------------------------------------
 
 
@@ -170,6 +183,99 @@ def test_clear_all_deletes_a_session_saved_meanwhile_whole_or_not_at_all(
     assert ours(c, prefix) == []
     manager.close()
     other.close()
+
+
+# -- 6: URLs ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unix_server(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of our own listening only on a unix socket; its path."""
+    require_redis()
+    path = tmp_path / "redis.sock"
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(path),
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield str(path)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_a_unix_socket_url_opens_the_store(unix_server: str) -> None:
+    manager = SessionManager(store=RedisSessionStore(f"unix://{unix_server}", prefix="ux:"))
+    session = manager.create_session("u")
+    loaded = manager.get_session(session.session_id)
+    assert loaded is not None and loaded.user_id == "u"
+    manager.close()
+
+
+def test_an_ipv6_cluster_url_names_its_node_in_brackets() -> None:
+    port = free_port()
+    with pytest.raises(StoreUnavailableError, match=rf"\[::1\]:{port}"):
+        RedisSessionStore(f"redis+cluster://[::1]:{port}", prefix="v6:", connect_timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:abc/0",
+        "redis://127.0.0.1:99999/0",
+        "redis:///0",
+        "redis+cluster://:7000",
+        "unix://",
+        "http://127.0.0.1:6379/0",
+        b"redis://127.0.0.1:6379/0",
+    ],
+)
+def test_a_bad_url_is_a_config_error(url: Any) -> None:
+    with pytest.raises(StoreConfigError):
+        RedisSessionStore(url, prefix="t:")
+
+
+# -- 7: constructor arguments -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ttl": math.nan},
+        {"ttl": math.inf},
+        {"ttl": -math.inf},
+        {"ttl": "60"},
+        {"timeout": -1},
+        {"timeout": 0},
+        {"timeout": "x"},
+        {"timeout": math.inf},
+        {"timeout": math.nan},
+        {"connect_timeout": math.nan},
+        {"connect_timeout": 10**400},
+        {"prefix": "\ud800"},
+    ],
+    ids=lambda kwargs: ",".join(f"{k}={v!r:.12}" for k, v in kwargs.items()),
+)
+def test_bad_constructor_arguments_are_config_errors(
+    redis_server: RedisServer, kwargs: dict[str, Any]
+) -> None:
+    arguments: dict[str, Any] = {"prefix": fresh_prefix(), **kwargs}
+    with pytest.raises(StoreConfigError):
+        RedisSessionStore(redis_server.url, **arguments)
 
 
 # -- 8: a header of the wrong type -------------------------------------------------------

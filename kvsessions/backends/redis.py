@@ -69,6 +69,7 @@ import attrs
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.connection
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -114,6 +115,7 @@ __all__ = ["RedisBackend"]
 T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
+MAX_TTL = 100 * 365 * 86_400  # seconds (as for the local stores): longer is no expiry
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
 _ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)  # the active sessions' activity zset
 _INDEX_KINDS = keys.USER_SPACE + keys.CREATED_SPACE + b"a"  # index shards: P{T}i.., P{T}c, P{T}a.
@@ -366,6 +368,81 @@ def _inc(value: bytes) -> bytes | None:
     return None if number >> (8 * len(value)) else number.to_bytes(len(value), "big")
 
 
+def _check_prefix(prefix: object) -> bytes:
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise StoreConfigError(
+            f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}"
+        )
+    try:
+        return prefix.encode()
+    except UnicodeEncodeError:
+        raise StoreConfigError(
+            f"prefix must be valid unicode text (no lone surrogates), got {prefix!r}"
+        ) from None
+
+
+def _ttl_ms(ttl: object) -> int | None:
+    """The ttl in milliseconds (NaN, infinities and huge values fail the range check)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0.001 <= ttl <= MAX_TTL:
+        raise StoreConfigError(
+            f"ttl must be a number of seconds from 0.001 to {MAX_TTL:,} (100 years), or None "
+            f"for no expiry; got {ttl!r}"
+        )
+    return max(1, round(ttl * 1000))
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1e9:
+        raise StoreConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _join(host: str, port: int) -> str:
+    """A node's address as URLs write it (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _node_url(url: str, addr: str) -> str:
+    """``url`` (a cluster's) pointed at node ``addr``, credentials and options kept."""
+    parts = urlsplit(url)
+    auth = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{auth}@{addr}" if auth else addr, path=""))
+
+
+def _parse_url(url: object) -> tuple[str, bool, str]:
+    """The URL redis-py opens (``+cluster`` removed), whether it names a cluster, and
+    the address it names (``host:port``, ``[v6 host]:port``, or a socket's path)."""
+    if not isinstance(url, str):
+        raise StoreConfigError(f"url must be a str such as 'redis://host:6379/0', got {url!r:.80}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise StoreConfigError(
+            f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, "
+            "unix://, or redis+cluster:// (rediss+cluster://) for Redis Cluster"
+        )
+    cluster = scheme.endswith("+cluster")
+    text = scheme.removesuffix("+cluster") + ":" + url.partition(":")[2]
+    try:
+        if scheme == "unix":
+            address = parts.path
+        elif parts.hostname:
+            address = _join(parts.hostname, parts.port or 6379)
+        else:
+            raise ValueError("it names no host")
+        if not address:
+            raise ValueError("it names no socket path")
+        redis.connection.parse_url(_node_url(text, address) if cluster else text)
+    except ValueError as exc:
+        raise StoreConfigError(
+            f"the Redis URL is not valid ({exc}); write redis://[:password@]host:port/db, "
+            "unix:///path/to/redis.sock, or redis+cluster://host:port"
+        ) from None
+    return text, cluster, address
+
+
 @attrs.define(slots=True)
 class _Call:
     """One command for one slot (or for a named node)."""
@@ -425,34 +502,20 @@ class RedisBackend:
         timeout: float = 5.0,
         connect_timeout: float = 2.0,
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
-            raise StoreConfigError(
-                f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}"
-            )
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
-            raise StoreConfigError(f"ttl must be seconds (a number) or None, got {ttl!r}")
-        if ttl is not None and ttl * 1000 < 1:
-            raise StoreConfigError(f"ttl must be at least 1 ms, got {ttl!r} s")
+        self._prefix = _check_prefix(prefix)
+        self._ttl_ms = _ttl_ms(ttl)
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 1024:
             raise StoreConfigError(f"shards must be an int from 1 to 1024, got {shards!r}")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-            raise StoreConfigError(
-                f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, "
-                "unix://, or redis+cluster:// (rediss+cluster://) for Redis Cluster"
-            )
-        self.cluster = scheme.endswith("+cluster")
-        self._parts = parts._replace(scheme=scheme.removesuffix("+cluster"))
-        self.address = parts.path if scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-        self._password = parts.password
-        self._prefix = prefix.encode()
-        self._ttl_ms = None if ttl is None else max(1, round(ttl * 1000))
+        self._timeouts = (
+            _seconds("timeout", timeout),
+            _seconds("connect_timeout", connect_timeout),
+        )
+        self._url_text, self.cluster, self.address = _parse_url(url)
+        self._password = urlsplit(self._url_text).password
         self._shards = shards
         tags = shard_tags(shards)
         self._bases = [self._prefix + b"{" + tag + b"}" for tag in tags]
         self._slots = [key_slot(tag) for tag in tags]
-        self._timeouts = (timeout, connect_timeout)
         self._slot_nodes: list[str] | None = None
         self._known: dict[str, None] = {self.address: None}
         self._clients: dict[str, redis.Redis] = {}
@@ -595,10 +658,7 @@ class RedisBackend:
         return entry
 
     def _url(self, addr: str) -> str:
-        if not self.cluster:
-            return urlunsplit(self._parts)
-        auth = self._parts.netloc.rpartition("@")[0]
-        return urlunsplit(self._parts._replace(netloc=f"{auth}@{addr}" if auth else addr, path=""))
+        return _node_url(self._url_text, addr) if self.cluster else self._url_text
 
     def _options(self, retry: Any) -> dict[str, Any]:
         timeout, connect_timeout = self._timeouts
@@ -720,8 +780,8 @@ class RedisBackend:
                 continue
             table = [""] * SLOTS
             for entry in reply:
-                host = entry[2][0].decode() or self.address.rpartition(":")[0]
-                node = f"{host}:{entry[2][1]}"
+                host = entry[2][0].decode() or addr.rpartition(":")[0].strip("[]")
+                node = _join(host, entry[2][1])
                 self._known[node] = None
                 table[entry[0] : entry[1] + 1] = [node] * (entry[1] + 1 - entry[0])
             if "" in table:
