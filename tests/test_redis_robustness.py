@@ -7,6 +7,7 @@ Every test starts its own servers (the shared fixtures, or one of its own).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import time
@@ -20,6 +21,7 @@ import pytest
 import redis
 
 from kvsessions import (
+    AsyncSessionManager,
     CorruptRecordError,
     RedisSessionStore,
     SessionManager,
@@ -29,7 +31,7 @@ from kvsessions import (
 from kvsessions.backends.redis import RedisBackend, shard_tags
 
 from .conftest import require_redis
-from .redis_servers import RedisServer, free_port
+from .redis_servers import RedisCluster, RedisServer, free_port
 
 
 def fresh_prefix() -> str:
@@ -183,6 +185,54 @@ def test_clear_all_deletes_a_session_saved_meanwhile_whole_or_not_at_all(
     assert ours(c, prefix) == []
     manager.close()
     other.close()
+
+
+# -- 5: cluster slot migration ----------------------------------------------------------
+
+
+def test_a_migrating_slot_is_followed_with_asking(redis_cluster: RedisCluster) -> None:
+    prefix = fresh_prefix()
+    store = RedisSessionStore(redis_cluster.url, prefix=prefix)
+    manager = SessionManager(store=store)
+    session = manager.create_session("u", session_id="S")
+    session.add_message("user", "hello")
+    manager.save(session)
+    shard = zlib.crc32(b"S") % 16
+    newcomer = sid_in_shard(shard)
+    slot = redis.crc.key_slot(shard_tags(16)[shard])
+    nodes = {node.port: client(node) for node in redis_cluster.nodes}
+    ids = {port: c.execute_command("CLUSTER", "MYID").decode() for port, c in nodes.items()}
+    owner = next(
+        p for p, c in nodes.items() if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+    )
+    target = next(p for p in nodes if p != owner)
+    nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    nodes[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    try:
+        while moving := nodes[owner].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+            nodes[owner].execute_command(
+                "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *moving
+            )
+        loaded = manager.get_session("S")  # the old owner answers ASK for each of these
+        assert loaded is not None and [m.content for m in loaded.messages] == ["hello"]
+        assert manager.get_session("S", messages=0) is not None
+        loaded.add_message("user", "during the move")
+        manager.save(loaded)
+        with pytest.raises(StoreUnavailableError, match="retry later"):  # Redis: TRYAGAIN
+            manager.create_session("u", session_id=newcomer)  # (new keys, a multi-key script)
+        amanager = AsyncSessionManager(store=RedisSessionStore(redis_cluster.url, prefix=prefix))
+        aloaded = asyncio.run(amanager.get_session("S"))
+        assert aloaded is not None and len(aloaded.messages) == 2
+        asyncio.run(amanager.close())
+    finally:
+        for port in (target, owner, *nodes):  # the migration ends: the target owns the slot
+            nodes[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    final = manager.get_session("S")
+    assert final is not None and [m.content for m in final.messages] == ["hello", "during the move"]
+    assert manager.get_session(newcomer) is None
+    assert manager.create_session("u", session_id=newcomer).user_id == "u"
+    manager.clear_all()
+    manager.close()
 
 
 # -- 6: URLs ---------------------------------------------------------------------------

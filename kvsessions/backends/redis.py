@@ -42,7 +42,9 @@ Only keys starting with ``P{`` and ``P!format`` are ever written or deleted.
 call), so a session saved meanwhile is deleted whole or kept whole.
 
 Open a cluster with ``url="redis+cluster://host:port"`` (``rediss+cluster://`` for TLS):
-the slot map comes from ``CLUSTER SLOTS`` and is refreshed on ``MOVED`` or a lost node.
+the slot map comes from ``CLUSTER SLOTS`` and is refreshed on ``MOVED`` or a lost node;
+an ``ASK`` (a slot being migrated) sends that command once more, to the node named,
+after ``ASKING``.
 
 redis.asyncio clients are bound to the event loop that made them, so the backend keeps
 them per loop (:class:`_LoopClients`): several loops (``asyncio.run`` after
@@ -723,14 +725,16 @@ class RedisBackend:
             return []
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
+        asking: dict[int, str] = {}  # call -> the node its migrating slot sent it to
         for _ in range(_ATTEMPTS):
             if self.cluster and self._slot_nodes is None:
                 yield from self._refresh()
             by_node: dict[str, list[int]] = {}
             for i in todo:
-                by_node.setdefault(self._node(calls[i]), []).append(i)
+                by_node.setdefault(asking.get(i) or self._node(calls[i]), []).append(i)
             replies = yield {
-                addr: [self._command(calls[i]) for i in idxs] for addr, idxs in by_node.items()
+                addr: [c for i in idxs for c in self._commands(calls[i], i in asking)]
+                for addr, idxs in by_node.items()
             }
             again: list[int] = []
             reload: list[str] = []
@@ -739,13 +743,25 @@ class RedisBackend:
                 if isinstance(got, BaseException):
                     self._slot_nodes = None  # a node may be gone: re-learn the map next time
                     raise self._error(addr, got)
-                for i, reply in zip(idxs, got, strict=True):
+                answers = iter(got)
+                for i in idxs:
+                    if i in asking:
+                        next(answers)  # ASKING's own reply
+                    reply = next(answers)
                     if isinstance(reply, NoScriptError):
                         again.append(i)
                         if addr not in reload:
                             reload.append(addr)
-                    elif isinstance(reply, MovedError | AskError | TryAgainError):
+                    elif isinstance(reply, MovedError):  # the slot moved: re-learn the map
                         self._slot_nodes = None
+                        asking.pop(i, None)
+                        again.append(i)
+                    elif isinstance(reply, AskError):  # the slot is migrating: this once
+                        asking[i] = _join(
+                            reply.host or addr.rpartition(":")[0].strip("[]"), reply.port
+                        )
+                        again.append(i)
+                    elif isinstance(reply, TryAgainError):
                         again.append(i)
                     elif isinstance(reply, BaseException):
                         raise self._error(addr, reply)
@@ -801,10 +817,11 @@ class RedisBackend:
         return self._slot_nodes[call.slot]
 
     @staticmethod
-    def _command(call: _Call) -> tuple[Any, ...]:
-        if call.script is None:
-            return call.args
-        return ("EVALSHA", _SHAS[call.script], *call.args)
+    def _commands(call: _Call, asking: bool) -> list[tuple[Any, ...]]:
+        """The command(s) to send for ``call``; after an ``ASK`` redirection, ``ASKING``
+        first (it lets the importing node answer the next command of the connection)."""
+        command = call.args if call.script is None else ("EVALSHA", _SHAS[call.script], *call.args)
+        return [("ASKING",), command] if asking else [command]
 
     def _error(self, addr: str, exc: BaseException) -> StoreError | CorruptRecordError:
         reason = str(exc)
