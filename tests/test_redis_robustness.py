@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -344,4 +345,20 @@ def test_a_header_of_the_wrong_type_is_a_corrupt_record(redis_server: RedisServe
     with pytest.raises(CorruptRecordError):
         manager.create_session("u", session_id="s1")
     assert ours(c, prefix) == [header] and c.zrange(header, 0, -1) == [b"x"]
+    manager.close()
+
+
+# -- 9: huge limits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [10**17, 2**53 + 1, sys.maxsize, 2**64])
+def test_a_huge_limit_means_every_message(redis_server: RedisServer, limit: int) -> None:
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=fresh_prefix()))
+    session = manager.create_session("u")
+    for n in range(3):
+        session.add_message("user", str(n))
+    manager.save(session)
+    loaded = manager.get_session(session.session_id, messages=limit)
+    assert loaded is not None and [m.content for m in loaded.messages] == ["0", "1", "2"]
+    assert len(manager.get_messages(session.session_id, limit)) == 3
     manager.close()

@@ -904,7 +904,9 @@ class RedisBackend:
         if family_range is None:
             raise StoreConfigError(f"the Redis backend cannot scan {op.start!r}..{op.stop!r}")
         family, lo, hi = family_range
-        limit = -1 if op.limit is None else op.limit
+        # (Lua reads a number as a double and prints 1e17 as "1e+17", which LIMIT refuses;
+        # a sorted set holds fewer than 2**32 members, so a larger limit means all)
+        limit = -1 if op.limit is None or op.limit >= 2**32 else op.limit
         if family[:1] == b"m":
             bounds = _message_bounds(lo, hi)
             if bounds is None or limit == 0:
