@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 
+import kvsessions.backends.redis as redis_backend
 from kvsessions import (
     AsyncSessionManager,
     CorruptRecordError,
@@ -29,6 +30,7 @@ from kvsessions import (
     StoreConfigError,
     StoreUnavailableError,
 )
+from kvsessions.backends.base import READ_PLAN_BACKOFF_CAP
 from kvsessions.backends.redis import RedisBackend, shard_tags
 
 from .conftest import require_redis
@@ -362,3 +364,37 @@ def test_a_huge_limit_means_every_message(redis_server: RedisServer, limit: int)
     assert loaded is not None and [m.content for m in loaded.messages] == ["0", "1", "2"]
     assert len(manager.get_messages(session.session_id, limit)) == 3
     manager.close()
+
+
+# -- 10: the blocking update() backs off -------------------------------------------------
+
+
+def test_blocking_update_pauses_after_a_lost_round(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = fresh_prefix()
+    manager = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix))
+    other = SessionManager(store=RedisSessionStore(redis_server.url, prefix=prefix))
+    sid = manager.create_session("u").session_id
+    pauses: list[tuple[int, float]] = []
+
+    def no_pause(conflicts: int, cap: float) -> float:
+        pauses.append((conflicts, cap))
+        return 0.0
+
+    monkeypatch.setattr(redis_backend, "backoff", no_pause)
+
+    def change(session: Any) -> None:
+        if not pauses:  # the first round loses: another manager saves in between
+            rival = other.get_session(sid)
+            assert rival is not None
+            rival.set_state("rival", True)
+            other.save(rival)
+        session.set_state("n", session.get_state("n", 0) + 1)
+
+    manager.update(sid, change)
+    assert pauses == [(1, READ_PLAN_BACKOFF_CAP)]
+    final = manager.get_session(sid)
+    assert final is not None and final.state == {"rival": True, "n": 1}
+    manager.close()
+    other.close()

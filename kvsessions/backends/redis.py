@@ -62,6 +62,7 @@ import hashlib
 import socket
 import sys
 import threading
+import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
@@ -531,9 +532,14 @@ class RedisBackend:
         """Drive ``plan`` with blocking calls, one round trip per operation and node."""
         self._check_open(plan)
         answer: Any = None
+        conflicts = 0
+        cap = SAVE_BACKOFF_CAP if write else READ_PLAN_BACKOFF_CAP  # (update() waits longer)
         try:
             while True:
                 answer = self._drive(self._answer(plan.send(answer)))
+                if type(answer) is Conflict:  # lost a race: let the winners clear the way
+                    conflicts += 1
+                    time.sleep(backoff(conflicts, cap))
         except StopIteration as stop:
             return stop.value
         finally:
