@@ -8,7 +8,9 @@ Every test starts its own servers (the shared fixtures, or one of its own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -280,9 +282,15 @@ def test_a_unix_socket_url_opens_the_store(unix_server: str) -> None:
 
 
 def test_an_ipv6_cluster_url_names_its_node_in_brackets() -> None:
-    port = free_port()
-    with pytest.raises(StoreUnavailableError, match=rf"\[::1\]:{port}"):
-        RedisSessionStore(f"redis+cluster://[::1]:{port}", prefix="v6:", connect_timeout=0.5)
+    with contextlib.ExitStack() as stack:
+        try:  # a port of ours that refuses connections: bound, never listening
+            probe = stack.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+        except OSError:  # no IPv6 here: nothing can answer on ::1 anyway
+            port = free_port()
+        with pytest.raises(StoreUnavailableError, match=rf"\[::1\]:{port}"):
+            RedisSessionStore(f"redis+cluster://[::1]:{port}", prefix="v6:", connect_timeout=0.5)
 
 
 @pytest.mark.parametrize(
