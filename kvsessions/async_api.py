@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import datetime
@@ -72,7 +74,12 @@ class AsyncSessionManager:
         self._ops = self.store._operations(clock)
         self._backend = self.store._backend
         self._pool = _Pool(max_workers or DEFAULT_WORKERS, thread_name_prefix="kvsessions")
-        self._committer = _GroupCommit(self._backend, self._pool)
+        # one group committer per event loop: a group's waiters are futures of its loop
+        # (the adapters' managers serve every loop that uses a store, e.g. a thread each)
+        self._committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._committers_lock = threading.Lock()
         self._turns = Turns(asyncio.Lock)
         self._closed = False
 
@@ -83,9 +90,14 @@ class AsyncSessionManager:
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
             return await run_async(job.plan, write=job.write, executor=self._pool)
-        return await _drive_local(
-            self._backend, job.plan, self._pool, self._committer, write=job.write
-        )
+        loop = asyncio.get_running_loop()
+        committer = self._committers.get(loop)
+        if committer is None:
+            with self._committers_lock:
+                committer = self._committers.setdefault(
+                    loop, _GroupCommit(self._backend, self._pool)
+                )
+        return await _drive_local(self._backend, job.plan, self._pool, committer, write=job.write)
 
     async def _steps(self, steps: transfer.Steps) -> Any:
         """Drive a multi-step operation: run each job it yields and send back the result."""
@@ -342,7 +354,8 @@ async def _drive_local(
 
 
 class _GroupCommit:
-    """Commits from concurrent tasks share one engine transaction, hence one fsync.
+    """Commits from concurrent tasks of one event loop share one engine transaction,
+    hence one fsync.
 
     While a group is being committed in the pool, newly arriving commits queue up; the
     next group takes all of them.  Each commit keeps its own expectations and is applied
