@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import LocalBackend
+from .backends.base import MAX_TTL, LocalBackend
 from .backends.lmdb import DEFAULT_MAP_SIZE, LMDBBackend
 from .backends.memory import MemoryBackend
 from .backends.redis import DEFAULT_SHARDS, RedisBackend
@@ -147,9 +147,6 @@ def _ttl_micros(ttl: float | None) -> int | None:
             f"or None for no expiry; got {ttl!r}"
         )
     return max(1, round(ttl * 1_000_000))
-
-
-MAX_TTL = 100 * 365 * 86_400  # seconds: a longer ttl is no expiry in practice
 
 
 class MemorySessionStore(KVSessionStore):

@@ -74,6 +74,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: The longest ``ttl`` a store takes, in seconds (100 years): a longer one is no expiry.
+MAX_TTL = 100 * 365 * 86_400
+
 
 @attrs.define(slots=True)
 class Get:

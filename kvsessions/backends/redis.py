@@ -98,6 +98,7 @@ from ..errors import (
 from ..model import SessionStatus
 from .base import (
     HEAVY_STEP_ROWS,
+    MAX_TTL,
     READ_PLAN_BACKOFF_CAP,
     SAVE_BACKOFF_CAP,
     Batch,
@@ -118,7 +119,6 @@ __all__ = ["RedisBackend"]
 T = TypeVar("T")
 SLOTS = 16384
 DEFAULT_SHARDS = 16
-MAX_TTL = 100 * 365 * 86_400  # seconds (as for the local stores): longer is no expiry
 _ATTEMPTS = 4  # exchanges per operation when the cluster redirects us
 _ACTIVE = keys.activity_prefix(SessionStatus.ACTIVE)  # the active sessions' activity zset
 _INDEX_KINDS = keys.USER_SPACE + keys.CREATED_SPACE + b"a"  # index shards: P{T}i.., P{T}c, P{T}a.
