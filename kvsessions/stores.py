@@ -215,11 +215,12 @@ class SQLiteSessionStore(KVSessionStore):
 class RedisSessionStore(KVSessionStore):
     """Sessions in Redis or Redis Cluster; every session operation is one round trip.
 
-    ``url``: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS, ``unix://``), or
-    ``redis+cluster://host:port`` (``rediss+cluster://``) to open a Redis Cluster through
-    any of its nodes.  ``prefix`` starts every key this store writes, and ``clear_all``
-    deletes only those.  ``ttl``: seconds after its last write at which a session expires
-    (header, messages and index entries together); ``None`` keeps sessions forever.
+    ``url``: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS,
+    ``unix:///path/redis.sock``; IPv6 hosts in brackets), or ``redis+cluster://host:port``
+    (``rediss+cluster://``) to open a Redis Cluster through any of its nodes.  ``prefix``
+    starts every key this store writes, and ``clear_all`` deletes only those.  ``ttl``:
+    seconds (1 ms to 100 years) after its last write at which a session expires (header,
+    messages and index entries together); ``None`` keeps sessions forever.
     ``shards``: index shards (hash tags) sessions spread over; fixed per prefix.
     ``timeout``/``connect_timeout`` (seconds) bound how long an unreachable server takes
     to raise ``StoreUnavailableError``.  The key layout is in
