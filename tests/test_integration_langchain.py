@@ -2,7 +2,8 @@
 
 Every message type round-trips exactly, through the blocking and the asyncio methods (the
 asyncio ones never touch the blocking manager, and the reverse); sessions are isolated,
-created lazily, cleared without losing their metadata; concurrent adds lose nothing; and
+created lazily, cleared without losing their metadata; concurrent adds lose nothing; the
+``a*`` methods convert long lists in a thread, off the loop; and
 ``RunnableWithMessageHistory`` around a fake chat model keeps the conversation across two
 processes on one LMDB path, and across ``ainvoke`` calls.
 """
@@ -49,7 +50,7 @@ from kvsessions import (
     SQLiteSessionStore,
     UnsupportedOperationError,
 )
-from kvsessions.integrations.langchain import KVChatMessageHistory
+from kvsessions.integrations.langchain import KVChatMessageHistory, from_langchain, to_langchain
 
 from .child_process import run_json
 from .custom_store import DictStore
@@ -425,6 +426,48 @@ def test_concurrent_threads_adds_lose_nothing(kv_store: SessionStore) -> None:
         thread.join(60)
     assert errors == []
     _check_nothing_lost(KVChatMessageHistory("busy", store=kv_store).messages, writers, adds)
+
+
+# -- the asyncio methods convert long lists off the loop -------------------------------
+
+
+def test_async_methods_convert_long_lists_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread hop costs more than converting a few messages, so short lists stay."""
+    threads: dict[str, set[int]] = {"from": set(), "to": set()}
+
+    def spy(name: str, convert: Callable[..., Any]) -> Callable[..., Any]:
+        def spied(*args: Any) -> Any:
+            threads[name].add(threading.get_ident())
+            return convert(*args)
+
+        return spied
+
+    adapter = "kvsessions.integrations.langchain"
+    monkeypatch.setattr(f"{adapter}.from_langchain", spy("from", from_langchain))
+    monkeypatch.setattr(f"{adapter}.to_langchain", spy("to", to_langchain))
+    store = MemorySessionStore()
+    short, long = [HumanMessage("q"), AIMessage("a")], [AIMessage(str(i)) for i in range(1000)]
+
+    async def converted_in(call: Callable[[], Coroutine[Any, Any, Any]]) -> set[int]:
+        threads["from"].clear()
+        threads["to"].clear()
+        await call()
+        return threads["from"] | threads["to"]
+
+    async def main() -> None:
+        loop = {threading.get_ident()}
+        assert (
+            await converted_in(lambda: KVChatMessageHistory("s", store=store).aadd_messages(short))
+            == loop
+        )
+        assert await converted_in(KVChatMessageHistory("s", store=store).aget_messages) == loop
+        big = await converted_in(lambda: KVChatMessageHistory("l", store=store).aadd_messages(long))
+        assert big and not big & loop
+        big = await converted_in(KVChatMessageHistory("l", store=store).aget_messages)
+        assert big and not big & loop
+
+    asyncio.run(main())
+    assert KVChatMessageHistory("l", store=store).messages == long
 
 
 # -- what cannot be stored, and what was not stored by us ------------------------------
