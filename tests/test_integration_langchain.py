@@ -2,10 +2,11 @@
 
 Every message type round-trips exactly, through the blocking and the asyncio methods (the
 asyncio ones never touch the blocking manager, and the reverse); sessions are isolated,
-created lazily, cleared without losing their metadata; concurrent adds lose nothing; the
-``a*`` methods convert long lists in a thread, off the loop; and
-``RunnableWithMessageHistory`` around a fake chat model keeps the conversation across two
-processes on one LMDB path, and across ``ainvoke`` calls.
+created lazily, cleared without losing their metadata; concurrent adds lose nothing (on a
+user's whole-session store too, from threads and event loops at once); the ``a*`` methods
+convert long lists in a thread, off the loop; and ``RunnableWithMessageHistory`` around a
+fake chat model keeps the conversation across two processes on one LMDB path, and across
+``ainvoke`` calls.
 """
 
 from __future__ import annotations
@@ -384,12 +385,12 @@ def _check_nothing_lost(messages: list[BaseMessage], writers: int, adds: int) ->
         assert texts[position + 1] == "a " + texts[position][2:]
 
 
-def test_concurrent_async_adds_lose_nothing(kv_store: SessionStore) -> None:
+def test_concurrent_async_adds_lose_nothing(store: SessionStore) -> None:
     writers, adds = 8, 6
 
     async def writer(number: int) -> None:
         for i in range(adds):
-            history = KVChatMessageHistory("busy", store=kv_store)  # one per call, like LC
+            history = KVChatMessageHistory("busy", store=store)  # one per call, like LC
             await history.aadd_messages(
                 [HumanMessage(f"q {number}.{i}"), AIMessage(f"a {number}.{i}")]
             )
@@ -398,13 +399,13 @@ def test_concurrent_async_adds_lose_nothing(kv_store: SessionStore) -> None:
     async def main() -> list[BaseMessage]:
         # the session does not exist yet: the first adds race to create it
         await asyncio.gather(*(writer(n) for n in range(writers)))
-        return await KVChatMessageHistory("busy", store=kv_store).aget_messages()
+        return await KVChatMessageHistory("busy", store=store).aget_messages()
 
-    _check_nothing_lost(arun(kv_store, main), writers, adds)
-    assert SessionManager(kv_store).get_session("busy").message_count == writers * adds * 2  # type: ignore[union-attr]
+    _check_nothing_lost(arun(store, main), writers, adds)
+    assert SessionManager(store).get_session("busy").message_count == writers * adds * 2  # type: ignore[union-attr]
 
 
-def test_concurrent_threads_adds_lose_nothing(kv_store: SessionStore) -> None:
+def test_concurrent_threads_adds_lose_nothing(store: SessionStore) -> None:
     writers, adds = 4, 5
     errors: list[BaseException] = []
     start = threading.Barrier(writers)
@@ -413,7 +414,7 @@ def test_concurrent_threads_adds_lose_nothing(kv_store: SessionStore) -> None:
         try:
             start.wait()
             for i in range(adds):
-                KVChatMessageHistory("busy", store=kv_store).add_messages(
+                KVChatMessageHistory("busy", store=store).add_messages(
                     [HumanMessage(f"q {number}.{i}"), AIMessage(f"a {number}.{i}")]
                 )
         except BaseException as exc:  # reported by the main thread
@@ -425,7 +426,94 @@ def test_concurrent_threads_adds_lose_nothing(kv_store: SessionStore) -> None:
     for thread in threads:
         thread.join(60)
     assert errors == []
-    _check_nothing_lost(KVChatMessageHistory("busy", store=kv_store).messages, writers, adds)
+    _check_nothing_lost(KVChatMessageHistory("busy", store=store).messages, writers, adds)
+
+
+class SlowDictStore(DictStore):
+    """A user's store whose loads and saves take ``delay`` seconds: a write that overlaps
+    another's load-and-save would overwrite it."""
+
+    delay = 0.002
+
+    async def get(self, session_id: str) -> kvsessions.Session | None:
+        await asyncio.sleep(self.delay)
+        return await super().get(session_id)
+
+    async def save(self, session: kvsessions.Session) -> None:
+        await asyncio.sleep(self.delay)
+        await super().save(session)
+
+
+def test_a_users_store_loses_no_add_from_threads_and_loops_at_once() -> None:
+    """Blocking adds from threads and asyncio adds from two event loops take turns."""
+    store, adds = SlowDictStore(), 4
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def add(number: int, i: int) -> list[BaseMessage]:
+        return [HumanMessage(f"q {number}.{i}"), AIMessage(f"a {number}.{i}")]
+
+    def blocking_writer(number: int) -> None:
+        start.wait()
+        for i in range(adds):
+            KVChatMessageHistory("busy", store=store).add_messages(add(number, i))
+
+    async def task_writer(number: int) -> None:
+        for i in range(adds):
+            await KVChatMessageHistory("busy", store=store).aadd_messages(add(number, i))
+
+    async def tasks(first: int) -> None:
+        await asyncio.gather(task_writer(first), task_writer(first + 1))
+
+    def loop_writer(first: int) -> None:
+        start.wait()
+        asyncio.run(tasks(first))
+
+    def reported(target: Callable[[int], None], number: int) -> None:
+        try:
+            target(number)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    jobs = [(blocking_writer, 0), (blocking_writer, 1), (loop_writer, 2), (loop_writer, 4)]
+    threads = [threading.Thread(target=reported, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    _check_nothing_lost(KVChatMessageHistory("busy", store=store).messages, 6, adds)
+
+
+def test_a_users_store_add_waits_for_a_running_clear() -> None:
+    store = SlowDictStore()
+    history = KVChatMessageHistory("c", store=store)
+    history.add_messages([HumanMessage("old")])
+
+    async def main() -> None:
+        clearing = asyncio.create_task(history.aclear())
+        await asyncio.sleep(0)  # the clear is loading the session
+        await history.aadd_messages([HumanMessage("new")])  # else it saves "old" again
+        await clearing
+
+    asyncio.run(main())
+    assert history.messages == [HumanMessage("new")]  # the clear, then the add
+
+
+def test_a_blocking_add_under_its_own_loops_add_is_refused_not_hung() -> None:
+    store = SlowDictStore()
+    store.delay = 0.05
+    history = KVChatMessageHistory("c", store=store)
+
+    async def main() -> None:
+        adding = asyncio.create_task(history.aadd_messages([HumanMessage("a")]))
+        await asyncio.sleep(0.01)  # the task holds the session's turn, waiting on the store
+        with pytest.raises(UnsupportedOperationError, match="aadd_messages"):
+            history.add_messages([HumanMessage("b")])  # would wait for that task forever
+        await adding
+
+    asyncio.run(main())
+    assert history.messages == [HumanMessage("a")]
 
 
 # -- the asyncio methods convert long lists off the loop -------------------------------

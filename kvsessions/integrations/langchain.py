@@ -22,6 +22,10 @@ worker pool for LMDB/SQLite), never on LangChain's executor wrappers.  All histo
 one store share one blocking manager and one asyncio manager per event loop, so
 concurrent saves from many conversations are group-committed.  The ``a*`` methods convert
 more than a few messages in a worker thread, so a long history never stalls the loop.
+
+A user's own whole-session store loads and saves whole sessions, so two overlapping
+writes of one session would keep only the second: there, every add and clear of a
+session through the histories of this process takes its turn (:class:`_SessionTurns`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import contextlib
 import json
 import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -61,11 +65,13 @@ from ..errors import (
 from ..model import Message, Session
 from ..stores import KVSessionStore, SessionStore
 from ..sync_api import SessionManager
+from ..turns import Turns
 from ..values import check_json_value
 
 __all__ = ["EXTRA", "KVChatMessageHistory", "from_langchain", "to_langchain"]
 
 T = TypeVar("T")
+L = TypeVar("L")
 
 #: The message extra that holds the rest of ``message_to_dict`` (all but the content).
 EXTRA = "langchain"
@@ -150,22 +156,26 @@ class KVChatMessageHistory(BaseChatMessageHistory):
         """Append ``messages`` in one atomic commit (creating the session on first use)."""
         records = _records(list(messages))
         if records:
-            _run(_sync_manager(self.store), self._append(records))
+            with self._turn():
+                _run(_sync_manager(self.store), self._append(records))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` in one atomic commit (creating the session on first use)."""
         messages = list(messages)
         records = await _converted(partial(_records, messages), len(messages))
         if records:
-            await _arun(_async_manager(self.store), self._append(records))
+            async with self._aturn():
+                await _arun(_async_manager(self.store), self._append(records))
 
     def clear(self) -> None:
         """Delete every message of the session atomically; keep the session itself."""
-        _run(_sync_manager(self.store), self._clear())
+        with self._turn():
+            _run(_sync_manager(self.store), self._clear())
 
     async def aclear(self) -> None:
         """Delete every message of the session atomically; keep the session itself."""
-        await _arun(_async_manager(self.store), self._clear())
+        async with self._aturn():
+            await _arun(_async_manager(self.store), self._clear())
 
     def __repr__(self) -> str:
         window = "" if self.window is None else f", window={self.window}"
@@ -175,6 +185,18 @@ class KVChatMessageHistory(BaseChatMessageHistory):
         )
 
     # -- the operations, written once as steps for either manager ----------------------
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        """Around a blocking write: nothing for built-in stores (their commits merge)."""
+        if isinstance(self.store, KVSessionStore):
+            return contextlib.nullcontext()
+        return _session_turns(self.store).hold(self.session_id)
+
+    def _aturn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around an asyncio write: nothing for built-in stores (their commits merge)."""
+        if isinstance(self.store, KVSessionStore):
+            return contextlib.nullcontext()
+        return _session_turns(self.store).ahold(self.session_id)
 
     def _read(self) -> _Steps[list[Message]]:
         if isinstance(self.store, KVSessionStore):
@@ -357,6 +379,7 @@ async def _arun(manager: AsyncSessionManager, steps: _Steps[T]) -> T:
 _lock = threading.Lock()
 _SYNC_ATTR = "_kvsessions_langchain_manager"
 _ASYNC_ATTR = "_kvsessions_langchain_async_managers"
+_TURNS_ATTR = "_kvsessions_langchain_turns"
 
 
 def _sync_manager(store: SessionStore) -> SessionManager:
@@ -381,3 +404,78 @@ def _async_manager(store: SessionStore) -> AsyncSessionManager:
         if manager is None:
             manager = per_loop[loop] = AsyncSessionManager(store)
     return manager
+
+
+def _session_turns(store: SessionStore) -> _SessionTurns:
+    turns = store.__dict__.get(_TURNS_ATTR)
+    if turns is None:
+        with _lock:
+            turns = store.__dict__.setdefault(_TURNS_ATTR, _SessionTurns())
+    return turns
+
+
+# -- one write of a session at a time on a user's whole-session store ------------------
+
+
+class _SessionTurns:
+    """Writes of one session id through every history on a store, in this process, one
+    at a time, whether from threads or from tasks on any event loop.
+
+    A thread lock per session id is what is held; threads wait on it.  Tasks first queue
+    on their loop's lock (so only the first in line waits), which then takes the thread
+    lock without blocking the loop: at once if it is free, else polling every few ms
+    while a thread or another loop's task holds it.
+    """
+
+    def __init__(self) -> None:
+        self._threads: Turns[threading.Lock] = Turns(threading.Lock)
+        self._tasks: Turns[asyncio.Lock] = Turns(asyncio.Lock)
+        self._holders: dict[str, int] = {}  # session id -> thread (or loop thread) holding it
+
+    @contextlib.contextmanager
+    def hold(self, session_id: str) -> Iterator[None]:
+        """Hold the session's turn from blocking code."""
+        with _entered(self._threads, session_id) as lock:
+            if not lock.acquire(blocking=False):
+                if self._holders.get(session_id) == threading.get_ident():
+                    raise UnsupportedOperationError(
+                        f"session {session_id!r} is being written by a task of the event "
+                        "loop this blocking call runs on, which cannot go on until the call "
+                        "returns; in async code use aadd_messages / aclear"
+                    )
+                lock.acquire()
+            with self._held(session_id, lock):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def ahold(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session's turn from a task."""
+        with _entered(self._tasks, (asyncio.get_running_loop(), session_id)) as queue:
+            async with queue:
+                with _entered(self._threads, session_id) as lock:
+                    pause = 0.0005
+                    while not lock.acquire(blocking=False):
+                        await asyncio.sleep(pause)
+                        pause = min(2 * pause, 0.01)
+                    with self._held(session_id, lock):
+                        yield
+
+    @contextlib.contextmanager
+    def _held(self, session_id: str, lock: threading.Lock) -> Iterator[None]:
+        """Record the holder while the acquired ``lock`` is held; release it after."""
+        self._holders[session_id] = threading.get_ident()
+        try:
+            yield
+        finally:
+            del self._holders[session_id]
+            lock.release()
+
+
+@contextlib.contextmanager
+def _entered(turns: Turns[L], key: Any) -> Iterator[L]:
+    """The lock ``turns`` keeps for ``key`` while the block runs."""
+    lock = turns.enter(key)
+    try:
+        yield lock
+    finally:
+        turns.leave(key)
