@@ -89,7 +89,7 @@ class AsyncSessionManager:
             raise StoreClosedError("this AsyncSessionManager was closed; create a new one")
         run_async = getattr(self._backend, "run_async", None)
         if run_async is not None:
-            return await run_async(job.plan, write=job.write, executor=self._pool)
+            return await run_async(job.plan, write=job.write, executor=self._pool, heavy=job.heavy)
         loop = asyncio.get_running_loop()
         committer = self._committers.get(loop)
         if committer is None:
@@ -97,7 +97,9 @@ class AsyncSessionManager:
                 committer = self._committers.setdefault(
                     loop, _GroupCommit(self._backend, self._pool)
                 )
-        return await _drive_local(self._backend, job.plan, self._pool, committer, write=job.write)
+        return await _drive_local(
+            self._backend, job.plan, self._pool, committer, write=job.write, heavy=job.heavy
+        )
 
     async def _steps(self, steps: transfer.Steps) -> Any:
         """Drive a multi-step operation: run each job it yields and send back the result."""
@@ -320,9 +322,18 @@ class _Pool(ThreadPoolExecutor):
 
 
 async def _drive_local(
-    backend: LocalBackend, plan: Plan[T], pool: Executor, committer: _GroupCommit, *, write: bool
+    backend: LocalBackend,
+    plan: Plan[T],
+    pool: Executor,
+    committer: _GroupCommit,
+    *,
+    write: bool,
+    heavy: bool = False,
 ) -> T:
     """Step the plan on the loop; run engine operations (and heavy steps) in ``pool``.
+
+    A step is heavy when it decodes many records, or it is the first one and ``heavy``
+    (a save that encodes many messages).
 
     A write plan whose commit lost a race (another save to the same session won in the
     same group) is finished in ``pool`` under the engine's write lock, as the blocking
@@ -333,7 +344,8 @@ async def _drive_local(
     answer: Any = None
     conflicts = 0
     while True:
-        if answer_rows(answer) > HEAVY_STEP_ROWS:
+        if heavy or answer_rows(answer) > HEAVY_STEP_ROWS:
+            heavy = False
             finished, op = await loop.run_in_executor(pool, step, plan, answer)
         else:
             finished, op = step(plan, answer)

@@ -93,10 +93,12 @@ _BUCKET = keys.ACTIVITY_BUCKET_US
 
 @attrs.define(slots=True)
 class Job(Generic[T]):
-    """A plan plus whether it writes (local engines then take their write lock first)."""
+    """A plan plus whether it writes (local engines then take their write lock first),
+    and whether its first step is heavy (asyncio runs it off the event loop)."""
 
     plan: Plan[T]
     write: bool
+    heavy: bool = False
 
 
 def new_session(

@@ -403,8 +403,13 @@ class CallBackend:
         except StopIteration as stop:
             return stop.value
 
-    async def run_async(self, plan: Any, *, write: bool, executor: Executor) -> Any:
-        """Asyncio: coroutine methods are awaited, plain ones run in ``executor``."""
+    async def run_async(
+        self, plan: Any, *, write: bool, executor: Executor, heavy: bool = False
+    ) -> Any:
+        """Asyncio: coroutine methods are awaited, plain ones run in ``executor``.
+
+        (``heavy`` is not used: the plans here encode nothing, the user's store does.)
+        """
         loop = asyncio.get_running_loop()
         answer: Any = None
         try:

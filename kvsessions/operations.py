@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from . import core, lifecycle, listing, transfer
+from .backends.base import HEAVY_STEP_ROWS
 from .codec import to_micros
 from .core import Job, check_window, inactive_since, new_session
 from .model import Message, Session, SessionPage, SessionStatus
@@ -49,7 +50,10 @@ class KVOperations:
     def save(self, session: Session, expect_version: int | None) -> Job[Session]:
         now = self._clock()
         expiry_us = None if self._ttl_us is None else to_micros(now) - self._ttl_us
-        return Job(core.save(session, now, expect_version, expiry_us), True)
+        plan = core.save(session, now, expect_version, expiry_us)
+        # (a save of many messages encodes them all in its first step)
+        unsaved = len(session.messages) - session._synced if isinstance(session, Session) else 0
+        return Job(plan, True, unsaved > HEAVY_STEP_ROWS)
 
     def create_directly(
         self,

@@ -545,10 +545,13 @@ class RedisBackend:
         finally:
             plan.close()
 
-    async def run_async(self, plan: Plan[T], *, write: bool, executor: Any = None) -> T:
+    async def run_async(
+        self, plan: Plan[T], *, write: bool, executor: Any = None, heavy: bool = False
+    ) -> T:
         """Drive ``plan`` with redis.asyncio (nodes of a cluster are asked concurrently).
 
-        A plan step that decodes many records runs in ``executor``, off the event loop.
+        A plan step that decodes many records runs in ``executor``, off the event loop,
+        and so does the first with ``heavy`` (a save that encodes many messages).
         """
         self._check_open(plan)
         loop = asyncio.get_running_loop()
@@ -557,7 +560,8 @@ class RedisBackend:
         cap = SAVE_BACKOFF_CAP if write else READ_PLAN_BACKOFF_CAP  # (update() waits longer)
         try:
             while True:
-                if executor is not None and answer_rows(answer) > HEAVY_STEP_ROWS:
+                if executor is not None and (heavy or answer_rows(answer) > HEAVY_STEP_ROWS):
+                    heavy = False
                     finished, op = await loop.run_in_executor(executor, step, plan, answer)
                 else:
                     finished, op = step(plan, answer)
