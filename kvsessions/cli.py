@@ -12,7 +12,7 @@ import functools
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -27,7 +27,7 @@ from .backends.lmdb import LMDBBackend
 from .backends.redis import RedisBackend
 from .backends.redis_check import check_redis
 from .backends.sqlite import SQLiteBackend
-from .core import check_records
+from .core import check_records, inactive_since
 from .errors import InvalidSessionError, KVSessionsError, StoreConfigError
 from .model import Message, Session, utcnow
 from .stores import DEFAULT_REDIS_PREFIX, KVSessionStore, LMDBSessionStore
@@ -304,7 +304,7 @@ def ls(
     """
     if status is None:
         status = "active" if inactive is not None else "all"
-    cutoff = utcnow() - timedelta(days=inactive) if inactive is not None else None
+    cutoff = inactive_since(inactive, utcnow) if inactive is not None else None
     found: list[Session] = []
     with _manager(_url(store_url)) as manager:
         while True:

@@ -1,0 +1,65 @@
+"""The ``kvsessions`` command at its edges: days past the calendar, output that cannot be
+written, Redis URL options that do not fit the scheme, passwords with ``@``, and import
+lines whose numbers or times a store cannot keep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from kvsessions.transfer import FORMAT
+
+from .test_cli import old_sessions, run
+
+DEV_FULL = Path("/dev/full")
+
+
+def popen(*args: str, stdout: int | IO[Any]) -> subprocess.CompletedProcess[str]:
+    """``python -m kvsessions ARGS`` with stdout where the test says."""
+    return subprocess.run(
+        [sys.executable, "-m", "kvsessions", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+
+
+def line(**changes: object) -> bytes:
+    """One export line of a small valid session, with ``changes`` applied."""
+    data: dict[str, object] = {
+        "format": FORMAT,
+        "session_id": "s1",
+        "user_id": "u",
+        "status": "active",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+        "parent_id": None,
+        "metadata": {},
+        "state": {},
+        "messages": [],
+    }
+    data.update(changes)
+    return json.dumps(data).encode() + b"\n"
+
+
+# -- ls --inactive -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["1000000", "inf", "1e300"])
+def test_ls_inactive_past_the_calendar_lists_nothing(tmp_path: Path, days: str) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    assert run("import", "-", "-s", url, stdin=old_sessions(3, days_ago=40)).exit_code == 0
+    text = run("ls", "-s", url, "--inactive", days)
+    assert text.exit_code == 0, text.output
+    assert text.stdout == "" and "no sessions" in text.stderr
+    data = run("ls", "-s", url, "--inactive", days, "--all", "--json")
+    assert data.exit_code == 0, data.output
+    assert json.loads(data.stdout) == {"sessions": [], "cursor": None}
+    month = json.loads(run("ls", "-s", url, "--inactive", "30", "--json").stdout)
+    assert len(month["sessions"]) == 3  # those are listed
