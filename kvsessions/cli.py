@@ -92,8 +92,17 @@ def _handles_errors(command: F) -> F:
             raise CommandError(exc.format_message(), EXIT_USAGE) from None
         except KVSessionsError as exc:
             raise CommandError(str(exc), EXIT_STORE) from None
+        except BrokenPipeError:
+            raise  # (a reader that stopped early, as `| head`: click ends quietly)
+        except OSError as exc:  # (reading input or writing output: a full disk, a lost device)
+            raise CommandError(_os_error(exc), EXIT_STORE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename is not None else ""
+    return f"I/O error: {exc.strerror or exc}{where}; check the disk and try again"
 
 
 # -- shared options and helpers ------------------------------------------------------------
@@ -408,15 +417,31 @@ def export(file: IO[bytes], store_url: str | None, user: str | None, as_json: bo
 
     The format (kvsessions.session/1, one session per line) is what import reads.
     """
-    with _manager(_url(store_url)) as manager:
-        count = manager.export(file, user_id=user)
     to_stdout = file.name in ("-", "<stdout>")
+    with _written(file, close=not to_stdout), _manager(_url(store_url)) as manager:
+        count = manager.export(file, user_id=user)
     summary = {"exported": count, "file": "-" if to_stdout else file.name}
     if as_json:
         click.echo(orjson.dumps(summary).decode(), err=to_stdout)
     else:
         where = "stdout" if to_stdout else file.name
         click.echo(f"exported {count} session(s) to {where}", err=to_stdout)
+
+
+@contextlib.contextmanager
+def _written(file: IO[bytes], *, close: bool) -> Iterator[None]:
+    """Flush ``file`` after the block (and close it if ``close``), so that a write error
+    is raised before anything reports success."""
+    try:
+        yield
+        file.flush()
+    except BaseException:
+        if close:
+            with contextlib.suppress(OSError):  # (the first error is the one to report)
+                file.close()
+        raise
+    if close:
+        file.close()
 
 
 @cli.command("import")

@@ -5,6 +5,7 @@ lines whose numbers or times a store cannot keep."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from kvsessions.transfer import FORMAT
 
-from .test_cli import old_sessions, run
+from .test_cli import fill, old_sessions, one_line_error, run
 
 DEV_FULL = Path("/dev/full")
 
@@ -63,3 +64,43 @@ def test_ls_inactive_past_the_calendar_lists_nothing(tmp_path: Path, days: str) 
     assert json.loads(data.stdout) == {"sessions": [], "cursor": None}
     month = json.loads(run("ls", "-s", url, "--inactive", "30", "--json").stdout)
     assert len(month["sessions"]) == 3  # those are listed
+
+
+# -- output that cannot be written ---------------------------------------------------------
+
+needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full")
+
+
+@needs_dev_full
+def test_export_to_a_full_disk_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    fill(url)
+    for args in (("--json",), ()):
+        done = popen("export", str(DEV_FULL), "-s", url, *args, stdout=subprocess.PIPE)
+        assert done.returncode == 3, done.stderr
+        assert "No space left" in one_line_error(done.stderr, "export")
+        assert done.stdout == "" and "exported" not in done.stderr  # no success claimed
+
+
+@needs_dev_full
+@pytest.mark.parametrize(
+    "args", [("export",), ("ls",), ("ls", "--json"), ("stats",), ("show", "sid-b1", "--json")]
+)
+def test_stdout_on_a_full_disk_is_one_line_and_exit_3(tmp_path: Path, args: tuple[str]) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    fill(url)
+    with DEV_FULL.open("w") as full:
+        done = popen(*args, "-s", url, stdout=full)
+    assert done.returncode == 3, done.stderr
+    assert "No space left" in one_line_error(done.stderr, args[0])  # nothing more at exit
+
+
+def test_a_closed_pipe_still_ends_quietly(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    fill(url)
+    read, write = os.pipe()
+    os.close(read)  # `kvsessions export | head -c 0`
+    with os.fdopen(write, "w") as pipe:
+        done = popen("export", "-s", url, stdout=pipe)
+    assert "Traceback" not in done.stderr and "kvsessions export:" not in done.stderr
+    assert done.returncode != 3
