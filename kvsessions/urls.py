@@ -27,8 +27,9 @@ a colon in its first part is written ``./data:1.db``.
 ``table`` a SQL identifier (default ``sessions``); ``prefix`` Redis key prefix (default
 ``kvsessions:``); ``shards``, ``timeout``, ``connect_timeout`` as ``RedisSessionStore``
 takes them.  Redis URLs also pass redis-py's ``db`` (``unix://`` only), ``client_name``
-and ``ssl_*`` options through.  An unknown scheme or option raises ``StoreConfigError``
-naming what is accepted; a password is never repeated in a message.
+and ``ssl_*`` (``rediss://`` and ``rediss+cluster://`` only) options through.  An unknown
+scheme or option raises ``StoreConfigError`` naming what is accepted; a password is
+never repeated in a message.
 """
 
 from __future__ import annotations
@@ -224,9 +225,22 @@ def _redis(url: str, scheme: str) -> StoreSpec:
         raise StoreConfigError(f"{_redact(url)!r}: a Redis URL has no #fragment")
     passthrough = _REDIS_PASSTHROUGH + (("db",) if scheme == "unix" else ())
     options = _options(scheme, parts.query, url, passthrough)
+    _check_tls(scheme, options)
     kept = {name: options.pop(name) for name in list(options) if name in passthrough}
     target = url.partition("?")[0] + (f"?{urlencode(kept)}" if kept else "")
     return StoreSpec("redis", target, options, _redact(url))
+
+
+def _check_tls(scheme: str, options: dict[str, Any]) -> None:
+    """Refuse ``ssl_*`` options on a URL without TLS (redis-py would fail on them later)."""
+    if scheme.startswith("rediss"):
+        return
+    for name in options:
+        if name.startswith("ssl_"):
+            raise StoreConfigError(
+                f"option {name!r} is for TLS connections, which {scheme}:// does not make; "
+                "write rediss:// (or rediss+cluster://), or leave it out"
+            )
 
 
 def _options(

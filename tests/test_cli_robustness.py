@@ -13,7 +13,9 @@ from typing import IO, Any
 
 import pytest
 
+from kvsessions import StoreConfigError
 from kvsessions.transfer import FORMAT
+from kvsessions.urls import parse_store_url
 
 from .test_cli import fill, old_sessions, one_line_error, run
 
@@ -104,3 +106,28 @@ def test_a_closed_pipe_still_ends_quietly(tmp_path: Path) -> None:
         done = popen("export", "-s", url, stdout=pipe)
     assert "Traceback" not in done.stderr and "kvsessions export:" not in done.stderr
     assert done.returncode != 3
+
+
+# -- Redis URLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:1/0?ssl_cert_reqs=required",
+        "redis+cluster://127.0.0.1:1?ssl_check_hostname=true",
+        "unix:///run/redis.sock?ssl_ca_certs=/etc/ca.pem",
+    ],
+)
+def test_ssl_options_need_a_tls_url(url: str) -> None:
+    with pytest.raises(StoreConfigError, match="rediss://"):
+        parse_store_url(url)
+    result = run("stats", "-s", url)
+    assert result.exit_code == 2, result.output
+    assert "ssl_" in one_line_error(result.stderr, "stats")
+
+
+def test_ssl_options_pass_through_on_tls_urls() -> None:
+    spec = parse_store_url("rediss+cluster://h:7000?ssl_cert_reqs=none&prefix=p:")
+    assert spec.target == "rediss+cluster://h:7000?ssl_cert_reqs=none"
+    assert parse_store_url("rediss://h:1/0?ssl_check_hostname=false").options == {}
