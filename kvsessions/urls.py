@@ -317,5 +317,12 @@ _CONVERT: dict[str, Callable[[str], Any]] = {
 
 
 def _redact(url: str) -> str:
-    """The URL with its password (if any) replaced by ``***``."""
-    return re.sub(r"(//[^/@?#]*?:)[^/@?#]*@", r"\1***@", url)
+    """The URL with its password (if any) replaced by ``***``.
+
+    The password runs from the first ``:`` after ``//`` to the last ``@`` before the
+    path, query or fragment, as urllib and redis-py read it (it may hold ``@``).
+    """
+    return _PASSWORD.sub(r"\1***@", url, count=1)
+
+
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#:]*:)[^/?#]*@")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -131,3 +132,25 @@ def test_ssl_options_pass_through_on_tls_urls() -> None:
     spec = parse_store_url("rediss+cluster://h:7000?ssl_cert_reqs=none&prefix=p:")
     assert spec.target == "rediss+cluster://h:7000?ssl_cert_reqs=none"
     assert parse_store_url("rediss://h:1/0?ssl_check_hostname=false").options == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://u:pa@ss@127.0.0.1:1/0", "redis://u:***@127.0.0.1:1/0"),
+        ("redis://:p@s@s@h:1", "redis://:***@h:1"),
+        ("redis://us@er:secret@h:1/0", "redis://us@er:***@h:1/0"),
+        ("rediss+cluster://u:a@b@h:7000?prefix=x", "rediss+cluster://u:***@h:7000?prefix=x"),
+    ],
+)
+def test_a_password_with_at_signs_is_hidden_whole(url: str, shown: str) -> None:
+    assert parse_store_url(url).display == shown
+    password = urlsplit(url).password  # (urllib reads the password as redis-py does)
+    assert password
+    bad = url + ("&" if "?" in url else "?") + "prefix="  # an option without a value
+    with pytest.raises(StoreConfigError) as caught:
+        parse_store_url(bad)
+    assert password not in str(caught.value) and shown.partition("?")[0] in str(caught.value)
+    result = run("stats", "-s", bad)
+    assert result.exit_code == 2, result.output
+    assert password not in result.stderr and "***@" in one_line_error(result.stderr, "stats")
