@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import re
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -49,6 +51,7 @@ _FIELDS = {
 }  # fmt: skip
 _MESSAGE_FIELDS = {"seq", "role", "content", "timestamp", "extras"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LONG_DIGITS = re.compile(rb"\d{19}")  # (every integer beyond 64 bits has 19 digits or more)
 
 #: A multi-step operation: yields jobs for the manager to run, gets their results back.
 Steps = Generator[Job[Any], Any, Any]
@@ -103,9 +106,11 @@ def session_line(session: Session) -> bytes:
 def parse_line(line: bytes | str, where: str) -> Session:
     """One export line back to an unsaved :class:`Session` (messages keep their seqs)."""
     try:
-        data = orjson.loads(line)
+        data = _loads(line)
     except orjson.JSONDecodeError as exc:
         raise InvalidSessionError(f"{where}: not JSON ({exc})") from None
+    except RecursionError:  # (only json.loads: orjson stops at 1024 levels)
+        raise InvalidSessionError(f"{where}: nested too deeply for a session") from None
     if type(data) is not dict or data.keys() != _FIELDS:
         raise InvalidSessionError(
             f"{where}: an export line is an object with keys {sorted(_FIELDS)}"
@@ -131,6 +136,18 @@ def parse_line(line: bytes | str, where: str) -> Session:
         )
     except (InvalidSessionError, ValueError, TypeError) as exc:
         raise InvalidSessionError(f"{where}: {exc}") from None
+
+
+def _loads(line: bytes | str) -> Any:
+    """The JSON of ``line``, its integers exact (the value checks refuse those too big).
+
+    orjson reads an integer beyond 64 bits as a float, which would pass the checks; a
+    line with 19 digits in a row, where such an integer may be, is read again by the
+    json module, which keeps every integer whole.  Other lines cost one regex scan.
+    """
+    data = orjson.loads(line)
+    text = line if isinstance(line, bytes) else line.encode()
+    return json.loads(line) if _LONG_DIGITS.search(text) else data
 
 
 def checked_session(session: Session, where: str) -> Session:

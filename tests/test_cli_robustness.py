@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kvsessions import StoreConfigError
-from kvsessions.transfer import FORMAT
+from kvsessions import InvalidSessionError, StoreConfigError
+from kvsessions.transfer import FORMAT, parse_line
 from kvsessions.urls import parse_store_url
 
 from .test_cli import fill, old_sessions, one_line_error, run
@@ -154,3 +154,43 @@ def test_a_password_with_at_signs_is_hidden_whole(url: str, shown: str) -> None:
     result = run("stats", "-s", bad)
     assert result.exit_code == 2, result.output
     assert password not in result.stderr and "***@" in one_line_error(result.stderr, "stats")
+
+
+# -- import lines a store cannot keep --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"state": {"turns": 123456789012345678901234567890}},
+        {"metadata": {"n": [1, {"deep": 2**64}]}},
+        {"state": {"low": -(2**63) - 1}},
+    ],
+)
+def test_import_refuses_integers_beyond_64_bits(tmp_path: Path, changes: dict[str, object]) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    fine = line(session_id="first")
+    result = run("import", "-", "-s", url, stdin=fine + line(**changes))
+    assert result.exit_code == 2, result.output
+    message = one_line_error(result.stderr, "import")
+    assert "line 2" in message and "64" in message
+    listed = json.loads(run("ls", "-s", url, "--json").stdout)["sessions"]
+    assert [s["session_id"] for s in listed] == ["first"]  # the lines before it are imported
+
+
+def test_a_big_integer_is_refused_in_text_lines_and_deep_ones_are_one_error() -> None:
+    big = line(state={"turns": 2**70}).decode()  # (a text file gives str lines)
+    with pytest.raises(InvalidSessionError, match=r"line 4: state\['turns'\]: integer"):
+        parse_line(big, "line 4")
+    deep = line(state={"n": 10**18, "deep": "X"}).replace(b'"X"', b"[" * 1000 + b"]" * 1000)
+    with pytest.raises(InvalidSessionError, match="line 5: nested too deeply"):
+        parse_line(deep, "line 5")  # (orjson reads 1,024 levels, the json module fewer)
+
+
+def test_import_keeps_long_numbers_that_fit(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path}/s.lmdb"
+    values = {"max": 2**64 - 1, "min": -(2**63), "text": "12345678901234567890123", "f": 1.5e300}
+    result = run("import", "-", "-s", url, stdin=line(state=values))
+    assert result.exit_code == 0, result.output
+    shown = json.loads(run("show", "s1", "-s", url, "--json").stdout)
+    assert shown["state"] == values
