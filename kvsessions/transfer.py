@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import attrs
@@ -233,12 +233,13 @@ def _time(value: Any) -> datetime:
 
 def _utc(moment: Any) -> datetime:
     """An aware datetime in UTC: the same moment with any offset compares equal."""
-    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+    if not isinstance(moment, datetime) or (offset := moment.utcoffset()) is None:
         raise InvalidSessionError(f"times must be timezone-aware datetimes, got {moment!r:.60}")
     try:
         return moment.astimezone(UTC)
-    except OverflowError:  # (a moment of the year 1 with a positive offset)
-        raise InvalidSessionError(f"{moment.isoformat()} is before the year 1 in UTC") from None
+    except OverflowError:  # (the year 1 with a positive offset, or 9999 with a negative one)
+        end = "after the year 9999" if offset < timedelta(0) else "before the year 1"
+        raise InvalidSessionError(f"{moment.isoformat()} is {end} in UTC") from None
 
 
 # -- plans over the key-value stores -----------------------------------------------------

@@ -194,3 +194,18 @@ def test_import_keeps_long_numbers_that_fit(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     shown = json.loads(run("show", "s1", "-s", url, "--json").stdout)
     assert shown["state"] == values
+
+
+@pytest.mark.parametrize(
+    ("moment", "message"),
+    [
+        ("9999-12-31T23:59:59-12:00", "after the year 9999 in UTC"),
+        ("0001-01-01T00:00:00+01:00", "before the year 1 in UTC"),
+    ],
+)
+def test_import_says_which_end_of_the_calendar_a_time_is_past(
+    tmp_path: Path, moment: str, message: str
+) -> None:
+    result = run("import", "-", "-s", f"lmdb://{tmp_path}/s.lmdb", stdin=line(created_at=moment))
+    assert result.exit_code == 2, result.output
+    assert message in one_line_error(result.stderr, "import")
