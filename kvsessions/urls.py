@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import attrs
 
+from .backends.redis import check_tls
 from .errors import StoreConfigError
 from .stores import (
     KVSessionStore,
@@ -225,22 +226,10 @@ def _redis(url: str, scheme: str) -> StoreSpec:
         raise StoreConfigError(f"{_redact(url)!r}: a Redis URL has no #fragment")
     passthrough = _REDIS_PASSTHROUGH + (("db",) if scheme == "unix" else ())
     options = _options(scheme, parts.query, url, passthrough)
-    _check_tls(scheme, options)
+    check_tls(scheme, options)
     kept = {name: options.pop(name) for name in list(options) if name in passthrough}
     target = url.partition("?")[0] + (f"?{urlencode(kept)}" if kept else "")
     return StoreSpec("redis", target, options, _redact(url))
-
-
-def _check_tls(scheme: str, options: dict[str, Any]) -> None:
-    """Refuse ``ssl_*`` options on a URL without TLS (redis-py would fail on them later)."""
-    if scheme.startswith("rediss"):
-        return
-    for name in options:
-        if name.startswith("ssl_"):
-            raise StoreConfigError(
-                f"option {name!r} is for TLS connections, which {scheme}:// does not make; "
-                "write rediss:// (or rediss+cluster://), or leave it out"
-            )
 
 
 def _options(

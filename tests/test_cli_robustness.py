@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kvsessions import InvalidSessionError, StoreConfigError
+from kvsessions import InvalidSessionError, RedisSessionStore, StoreConfigError
 from kvsessions.transfer import FORMAT, parse_line
 from kvsessions.urls import parse_store_url
 
@@ -126,6 +126,8 @@ def test_ssl_options_need_a_tls_url(url: str) -> None:
     result = run("stats", "-s", url)
     assert result.exit_code == 2, result.output
     assert "ssl_" in one_line_error(result.stderr, "stats")
+    with pytest.raises(StoreConfigError, match="rediss://"):  # (the store itself, directly)
+        RedisSessionStore(url)
 
 
 def test_ssl_options_pass_through_on_tls_urls() -> None:

@@ -66,7 +66,7 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import attrs
 import redis
@@ -414,6 +414,18 @@ def _node_url(url: str, addr: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{addr}" if auth else addr, path=""))
 
 
+def check_tls(scheme: str, options: Iterable[str]) -> None:
+    """Refuse ``ssl_*`` options on a URL without TLS (redis-py would fail on them later)."""
+    if scheme.startswith("rediss"):
+        return
+    for name in options:
+        if name.startswith("ssl_"):
+            raise StoreConfigError(
+                f"option {name!r} is for TLS connections, which {scheme}:// does not make; "
+                "write rediss:// (or rediss+cluster://), or leave it out"
+            )
+
+
 def _parse_url(url: object) -> tuple[str, bool, str]:
     """The URL redis-py opens (``+cluster`` removed), whether it names a cluster, and
     the address it names (``host:port``, ``[v6 host]:port``, or a socket's path)."""
@@ -426,6 +438,7 @@ def _parse_url(url: object) -> tuple[str, bool, str]:
             f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, "
             "unix://, or redis+cluster:// (rediss+cluster://) for Redis Cluster"
         )
+    check_tls(scheme, (name for name, _ in parse_qsl(parts.query)))
     cluster = scheme.endswith("+cluster")
     text = scheme.removesuffix("+cluster") + ":" + url.partition(":")[2]
     try:
