@@ -13,28 +13,19 @@ import pytest
 
 from kvsessions import (
     AsyncSessionManager,
-    LMDBSessionStore,
-    MemorySessionStore,
     RedisSessionStore,
-    SQLiteSessionStore,
     core,
 )
 from kvsessions.backends.base import HEAVY_STEP_ROWS
 
-
-def _store(kind: str, path: Path) -> Any:
-    if kind == "memory":
-        return MemorySessionStore()
-    if kind == "lmdb":
-        return LMDBSessionStore(path / "s.lmdb", durability="fast")
-    return SQLiteSessionStore(path=path / "s.db", durability="fast")
+from .local_stores import LOCAL_KINDS, local_store
 
 
-@pytest.mark.parametrize("kind", ["memory", "lmdb", "sqlite"])
+@pytest.mark.parametrize("kind", LOCAL_KINDS)
 def test_one_manager_serves_several_event_loops(kind: str, tmp_path: Path) -> None:
     """Each thread runs its own loop with concurrent tasks saving; a group commit once
     resolved one loop's futures from another loop's thread, and those loops hung."""
-    manager = AsyncSessionManager(store=_store(kind, tmp_path))
+    manager = AsyncSessionManager(store=local_store(kind, tmp_path))
     threads, tasks, saves = 4, 5, 20
     session_ids: list[str] = []
 
@@ -68,7 +59,7 @@ def test_one_manager_serves_several_event_loops(kind: str, tmp_path: Path) -> No
     assert asyncio.run(counts()) == [saves] * (threads * tasks)
 
 
-@pytest.mark.parametrize("kind", ["memory", "lmdb", "sqlite", "redis"])
+@pytest.mark.parametrize("kind", [*LOCAL_KINDS, "redis"])
 def test_a_large_save_encodes_off_the_loop(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
@@ -88,7 +79,7 @@ def test_a_large_save_encodes_off_the_loop(
         server = request.getfixturevalue("redis_server")
         store = RedisSessionStore(server.url, prefix=f"t{uuid.uuid4().hex[:10]}:")
     else:
-        store = _store(kind, tmp_path)
+        store = local_store(kind, tmp_path)
 
     async def main() -> tuple[int, set[int], set[int]]:
         manager = AsyncSessionManager(store=store)

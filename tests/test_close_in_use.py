@@ -18,31 +18,19 @@ import pytest
 
 from kvsessions import (
     AsyncSessionManager,
-    LMDBSessionStore,
-    MemorySessionStore,
     SessionManager,
-    SQLiteSessionStore,
     StoreClosedError,
 )
 
 from .child_process import run_json
-
-LOCAL_KINDS = ["memory", "lmdb", "sqlite"]
-
-
-def _store(kind: str, path: Path) -> Any:
-    if kind == "memory":
-        return MemorySessionStore()
-    if kind == "lmdb":
-        return LMDBSessionStore(path / "s.lmdb", durability="fast")
-    return SQLiteSessionStore(path=path / "s.db", durability="fast")
+from .local_stores import LOCAL_KINDS, local_store
 
 
 @pytest.mark.parametrize("kind", LOCAL_KINDS)
 def test_close_waits_for_the_call_under_way(kind: str, tmp_path: Path) -> None:
     """A call that is running when another thread closes the store completes on the
     still-open engine; the engine is released when it returns; later calls are refused."""
-    store = _store(kind, tmp_path)
+    store = local_store(kind, tmp_path)
     manager = SessionManager(store=store)
     session = manager.create_session(user_id="u")
     inside, closed = threading.Event(), threading.Event()
@@ -66,7 +54,7 @@ def test_close_waits_for_the_call_under_way(kind: str, tmp_path: Path) -> None:
     assert store._backend._released
     with pytest.raises(StoreClosedError):
         manager.get_session(session.session_id)
-    reopened = SessionManager(store=_store(kind, tmp_path))
+    reopened = SessionManager(store=local_store(kind, tmp_path))
     if kind != "memory":  # the update was written before the engine was released
         stored = reopened.get_session(session.session_id)
         assert stored is not None and stored.get_state("n") == 1
@@ -97,6 +85,7 @@ for trial in range(12):
                 loaded.add_message("user", "more")
                 manager.save(loaded)
                 manager.list_sessions("u")
+                manager.get_session(session.session_id, messages=0)
             except Exception as exc:
                 name = f"{type(exc).__module__}.{type(exc).__name__}"
                 errors[name] = errors.get(name, 0) + 1
@@ -130,7 +119,7 @@ def test_async_close_under_load_only_raises_store_closed(kind: str, tmp_path: Pa
     seen: dict[str, int] = {}
 
     async def main() -> None:
-        manager = AsyncSessionManager(store=_store(kind, tmp_path))
+        manager = AsyncSessionManager(store=local_store(kind, tmp_path))
         ids = [(await manager.create_session("u")).session_id for _ in range(6)]
 
         async def work(session_id: str) -> None:
@@ -163,7 +152,7 @@ def test_a_forked_child_is_not_held_by_the_parents_calls(
     """A child forked while another thread of the parent is inside a store call inherits
     that call's place in the count, but not the thread: the child's close must not wait
     for it (whether the child uses the store first or closes it at once)."""
-    store = _store(kind, tmp_path)
+    store = local_store(kind, tmp_path)
     manager = SessionManager(store=store)
     session = manager.create_session(user_id="u")
     inside, release = threading.Event(), threading.Event()
