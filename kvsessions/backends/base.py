@@ -49,11 +49,12 @@ import random
 import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 
-from ..errors import KVSessionsError, StoreClosedError
+from ..errors import KVSessionsError, StoreClosedError, StoreConfigError
 from ..rebase import AppendHint, AppendRebase, RebasedCounters, rebase_append
 
 __all__ = [
@@ -73,6 +74,19 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def store_path(path: str | os.PathLike[str], engine: str) -> Path:
+    """``path`` as a ``Path``, refused if it holds a NUL (no file name can; the engine
+    would raise a bare ``ValueError``)."""
+    checked = Path(path)
+    if "\0" in str(checked):
+        raise StoreConfigError(
+            f"the {engine} path {str(checked)!r} contains a NUL character, which no file "
+            "name can hold; check the path (in a store URL, %00 is a NUL)"
+        )
+    return checked
+
 
 #: The longest ``ttl`` a store takes, in seconds (100 years): a longer one is no expiry.
 MAX_TTL = 100 * 365 * 86_400

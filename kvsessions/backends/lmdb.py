@@ -26,14 +26,23 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import Batch, Get, LocalBackend, Rebased, Scan, Transaction, _forks, append_edit
+from .base import (
+    Batch,
+    Get,
+    LocalBackend,
+    Rebased,
+    Scan,
+    Transaction,
+    _forks,
+    append_edit,
+    store_path,
+)
 
 __all__ = ["LMDBBackend"]
 
@@ -64,9 +73,7 @@ class LMDBBackend(LocalBackend):
                 f"map_size must be a number of bytes from 1 to {sys.maxsize}, got {map_size!r}"
             )
         self.durability = durability
-        self.path = Path(path)
-        if "\0" in str(self.path):
-            raise StoreConfigError(f"an LMDB path cannot hold a NUL character: {str(path)!r}")
+        self.path = store_path(path, "LMDB")
         self._map_size = map_size
         self._env = self._open()
 

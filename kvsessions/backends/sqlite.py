@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import StoreConfigError, StoreError
 from ..rebase import AppendHint
-from .base import LocalBackend, Rebased, Transaction, _forks, _rebase
+from .base import LocalBackend, Rebased, Transaction, _forks, _rebase, store_path
 
 __all__ = ["SQLiteBackend"]
 
@@ -55,7 +55,7 @@ class SQLiteBackend(LocalBackend):
         super().__init__()
         if durability not in ("full", "fast"):
             raise StoreConfigError(f"durability must be 'full' or 'fast', not {durability!r}")
-        self.path = _checked_path(path)
+        self.path = store_path(path, "SQLite")
         self.table_name = _checked_table_name(table_name)
         self.durability = durability
         if (
@@ -204,16 +204,6 @@ class SQLiteBackend(LocalBackend):
             for conn in self._all:
                 conn.close()
             self._all.clear()
-
-
-def _checked_path(path: str | os.PathLike[str]) -> Path:
-    checked = Path(path)
-    if "\0" in str(checked):
-        raise StoreConfigError(
-            f"the SQLite path {str(checked)!r} contains a NUL character, which no file name "
-            "can hold; check the path (in a store URL, %00 is a NUL)"
-        )
-    return checked
 
 
 def _checked_table_name(name: object) -> str:
