@@ -757,7 +757,7 @@ def append_directly(session: Session, now: datetime, write_if: WriteIf) -> bool:
     )  # fmt: skip
     answer = write_if(session_keys.header, base.header, put, delete, hint)
     if answer is True:
-        _finish(session, pending, [], record, header, session_keys, now, False)
+        _finish_append(session, base, pending, record, header, now)
         return True
     if answer is False:
         return False
@@ -943,6 +943,33 @@ def _finish(
         session.status = record.status
     session.updated_at = now
     _mark_synced(session, header, record, session_keys)
+    session._save_token = None
+
+
+def _finish_append(
+    session: Session,
+    base: SyncBase,
+    pending: list[Message],
+    record: HeaderRecord,
+    header: bytes,
+    now: datetime,
+) -> None:
+    """:func:`_finish` for an append written as planned on ``base``: nothing missed, and
+    status, state and metadata as synced (their snapshots carry over).
+
+    One new message is the save agent code makes most, so that case does only this; more
+    messages, or one that already has a seq (added again: stored as a copy), go to
+    :func:`_finish`.
+    """
+    message = pending[0]
+    if len(pending) != 1 or message.seq is not None:
+        _finish(session, pending, [], record, header, base.keys, now, False)
+        return
+    _set_seq(message, record.next_seq - 1)
+    session._base = SyncBase(header, record, base.state_json, base.metadata_json, base.keys)
+    session.updated_at = now
+    session._synced = synced = len(session.messages)
+    session._unloaded = record.count - synced
     session._save_token = None
 
 

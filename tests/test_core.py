@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -49,6 +50,8 @@ from kvsessions.model import (
 from kvsessions.operations import KVOperations
 from kvsessions.stores import KVSessionStore
 from kvsessions.testing.conformance import ManualClock
+
+from .local_stores import LOCAL_KINDS, local_store
 
 
 class RecordingBackend(MemoryBackend):
@@ -707,6 +710,40 @@ def test_a_saved_message_gets_its_seq_in_place_unless_it_already_had_one() -> No
     assert [(m.seq, m.content) for m in stored.messages] == [
         (0, "one"), (1, "one"), (2, "shared"), (3, "shared"),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", LOCAL_KINDS)
+def test_one_message_saves_give_seqs_as_the_general_path(kind: str, tmp_path: Path) -> None:
+    """The one-message append (each save adding one) is finished on a path of its own:
+    a fresh message gets its seq in place, one added again (already stored, or one object
+    twice in one save) is stored as a copy, and the session stays in step with the store."""
+    manager = SessionManager(store=local_store(kind, tmp_path))
+    session = manager.create_session("u")
+    first = session.add_message("user", "one")
+    manager.save(session)  # the create's header, then one message
+    second = session.add_message("assistant", "two")
+    manager.save(session)
+    assert (first.seq, second.seq) == (0, 1) and session.messages[1] is second
+    session.messages.append(first)  # one message, stored already: a copy with a new seq
+    manager.save(session)
+    assert first.seq == 0 and session.messages[2] is not first and session.messages[2].seq == 2
+    shared = Message("user", "shared")
+    session.messages += [shared, shared]  # one object twice: the second is a copy
+    manager.save(session)
+    assert session.messages[3] is shared and shared.seq == 3
+    assert session.messages[4] is not shared and session.messages[4].seq == 4
+    third = session.add_message("user", "three")
+    manager.save(session)
+    assert third.seq == 5 and session.pending_messages == [] and session.message_count == 6
+    assert session.version == 6 and session.updated_at > session.created_at
+    stored = manager.get_session(session.session_id)
+    assert stored is not None and stored.version == session.version
+    assert (
+        [(m.seq, m.content) for m in stored.messages]
+        == [(m.seq, m.content) for m in session.messages]
+        == [(0, "one"), (1, "two"), (2, "one"), (3, "shared"), (4, "shared"), (5, "three")]
+    )
+    manager.close()
 
 
 def test_internal_builders_set_every_field_as_init_would() -> None:
